@@ -131,9 +131,32 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     """A JSON-able description from which :func:`build_model` rebuilds ``model`` (for checkpoints)."""
     if isinstance(model, MLP):
         return {"name": "mlp", "kwargs": {"sizes": list(model.sizes), "activation": model.activation}}
+    if isinstance(model, LinearModel):
+        return {"name": "linear", "kwargs": {"dim": model.dim, "bias": model.bias}}
     for name, cls in MODELS.items():
         if type(model) is cls:
             return {"name": name, "kwargs": {"n_way": model.n_way, "in_channels": model.in_channels,
                                              "filters": model.filters, "norm": model.norm,
                                              "image_size": model.image_size}}
     raise ValueError(f"no spec for model type {type(model).__name__}; use a model from reptile.models")
+
+
+class LinearModel(nn.Module):
+    """Linear regressor ``y = x . w`` (no bias by default): input ``[b, dim]``, output ``[b, 1]``.
+
+    Its single parameter ``linear.weight`` has shape ``[1, dim]``; least-squares tasks on it have
+    a constant Hessian and, when underdetermined, an affine subspace of solutions.
+    """
+
+    def __init__(self, dim: int = 2, bias: bool = False) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.linear = nn.Linear(dim, 1, bias=bias)
+        self.dim, self.bias = dim, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+MODELS["linear"] = LinearModel
