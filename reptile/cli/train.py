@@ -1,0 +1,166 @@
+"""``reptile train FAMILY`` and ``reptile eval RUN``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..checkpoint import latest_checkpoint, load_checkpoint
+from ..families import FAMILIES, get_family
+from ..algorithms import ALGORITHMS
+from ..tasks.schedules import SCHEDULES
+from ..train import MetaTrainer, TrainConfig
+from . import nonneg_int, positive_float, positive_int
+
+SHARED = ("inner_steps", "inner_batch", "inner_lr", "inner_optimizer", "outer_lr", "iterations", "meta_batch")
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("meta-training (defaults depend on the family or preset)")
+    g.add_argument("--algorithm", choices=ALGORITHMS, default="reptile",
+                   help="reptile (default), fomaml, maml (second order), combination (with --weights), "
+                        "joint (joint training baseline)")
+    g.add_argument("--inner-steps", type=positive_int, help="k: inner-loop steps per task")
+    g.add_argument("--inner-batch", type=positive_int, help="examples per inner minibatch")
+    g.add_argument("--inner-lr", type=positive_float, help="inner step size alpha")
+    g.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="inner optimizer (adam uses beta1 = 0)")
+    g.add_argument("--reset-inner-state", action="store_true",
+                   help="reset Adam moments for every task (the paper keeps them across tasks)")
+    g.add_argument("--schedule", choices=SCHEDULES, default="cycle",
+                   help="minibatch schedule: cycle (official code), replacement, separate_tail")
+    g.add_argument("--weights", type=lambda s: [float(w) for w in s.split(",")],
+                   help="w_1,...,w_k for --algorithm combination, e.g. 1,1,0,0")
+    g.add_argument("--outer-lr", type=positive_float, help="outer step size eps (annealed linearly to 0)")
+    g.add_argument("--no-anneal", action="store_true", help="keep the outer step size constant")
+    g.add_argument("--outer-optimizer", choices=("interpolate", "sgd", "adam"), default="interpolate",
+                   help="interpolate: phi <- phi + eps (phi~ - phi) (paper); or hand the update to torch SGD/Adam")
+    g.add_argument("--meta-batch", type=positive_int, help="tasks per outer iteration")
+    g.add_argument("--batching", choices=("loop", "vmap"), default="loop",
+                   help="compute the meta-batch's tasks in a Python loop or with torch.func.vmap")
+    g.add_argument("--iterations", type=positive_int, help="outer iterations")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype (default float32)")
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, default=None,
+                   help="run folder for checkpoints/ and metrics.csv (default runs/<family>-<algorithm>-seed<seed>)")
+    g.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    g.add_argument("--checkpoint-every", type=positive_int, default=1000, help="iterations between checkpoints (default 1000)")
+    g.add_argument("--log-every", type=positive_int, default=100, help="iterations between metric rows (default 100)")
+    g.add_argument("--eval-tasks", type=positive_int, default=100, help="unseen tasks for the before/after evaluation (default 100)")
+    g.add_argument("--eval-seed", type=nonneg_int, default=12345, help="seed of the evaluation tasks (default 12345)")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="meta-train on a task family",
+                       description="Meta-train an initialization with Reptile, FOMAML, MAML, a gradient "
+                                   "combination or joint training; prints the test loss before and after.")
+    p.add_argument("family", nargs="?", choices=sorted(FAMILIES), default=None,
+                   help="task family (sine: the blog's setting by default)")
+    for fam in FAMILIES.values():
+        fam.add_arguments(p)
+    add_training_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained run or checkpoint on unseen tasks",
+                       description="Load a run folder (newest good checkpoint) or a checkpoint file and evaluate "
+                                   "its initialization on unseen tasks of the family it was trained on.")
+    e.add_argument("run", type=Path, help="run folder or checkpoint file")
+    e.add_argument("--eval-tasks", type=positive_int, default=100, help="unseen tasks (default 100)")
+    e.add_argument("--eval-seed", type=nonneg_int, default=12345, help="seed of the evaluation tasks (default 12345)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=run_eval)
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset shared flags from the family defaults (and a preset, if the family has one)."""
+    if args.family is None:
+        args.family = "fewshot" if getattr(args, "preset", None) else "sine"
+    fam = get_family(args.family)
+    defaults = dict(fam.defaults)
+    if hasattr(fam, "preset_defaults"):
+        defaults.update(fam.preset_defaults(args))
+    for k in SHARED:
+        if getattr(args, k, None) is None:
+            setattr(args, k, defaults[k])
+    for k, v in defaults.items():
+        if k not in SHARED and getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return args
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(algorithm=args.algorithm, inner_steps=args.inner_steps, inner_batch=args.inner_batch,
+                       inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr,
+                       reset_inner_state=args.reset_inner_state, outer_lr=args.outer_lr, anneal=not args.no_anneal,
+                       outer_optimizer=args.outer_optimizer, meta_batch=args.meta_batch, batching=args.batching,
+                       iterations=args.iterations, seed=args.seed, weights=args.weights,
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+
+
+def _saved_args(args: argparse.Namespace) -> dict:
+    skip = {"func", "out", "resume", "no_progress", "eval_tasks", "eval_seed", "command"}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    args = resolve(args)
+    cfg = config_from(args)
+    setup = get_family(args.family).build(args)
+    out = args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}"
+    if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
+        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
+    trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
+                          extra={"family": args.family, "args": _saved_args(args)})
+    if args.resume and trainer.resume():
+        print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
+    before = setup.evaluate(setup.phi, args)
+    trainer.run(progress=not args.no_progress)
+    after = setup.evaluate(trainer.phi, args)
+    print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
+    print(f"{'metric':<36}{'before':>14}{'after':>14}")
+    for k in before:
+        if not k.endswith("_ci95"):
+            ci = f"_ci95" if f"{k}_ci95" in before else None
+            b = f"{before[k]:.4g}" + (f" ±{before[k + ci]:.2g}" if ci else "")
+            a = f"{after[k]:.4g}" + (f" ±{after[k + ci]:.2g}" if ci else "")
+            print(f"{k:<36}{b:>14}{a:>14}")
+    return 0
+
+
+def load_run(path: Path) -> tuple[Path, dict]:
+    """A checkpoint file, or the newest good checkpoint of a run folder."""
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in {path} (expected {path}/checkpoints/ckpt-*.pt)")
+        return found
+    return path, load_checkpoint(path)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    path, ckpt = load_run(args.run)
+    extra = ckpt.get("extra") or {}
+    if "family" not in extra:
+        raise ValueError(f"{path} does not say which task family it was trained on; it was not written by `reptile train`")
+    saved = argparse.Namespace(**extra["args"])
+    saved.family = extra["family"]
+    setup = get_family(extra["family"]).build(saved)
+    from ..train import check_compatible
+    check_compatible(ckpt, setup.phi, setup.spec)
+    like = next(iter(setup.phi.values()))
+    phi = {k: v.to(like) for k, v in ckpt["params"].items()}
+    metrics = setup.evaluate(phi, args)
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "iteration": ckpt["iteration"], **metrics}))
+    else:
+        print(f"{path} (iteration {ckpt['iteration']})")
+        for k, v in metrics.items():
+            print(f"{k:<40}{v:.5g}")
+    return 0

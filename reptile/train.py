@@ -1,0 +1,355 @@
+"""The outer loop: serial or batched meta-training with checkpoints, metrics and resume.
+
+Per outer iteration ``t`` (0-based), task ``j`` of the meta-batch is drawn from its own generator
+``numpy.random.default_rng([seed, t, j])``; nothing else is random. So a run resumed from any
+checkpoint, or split across processes, draws exactly the same tasks as an uninterrupted run and
+ends with the same parameters (on the same device).
+
+Outer step (paper Algorithm 2): ``phi <- phi - eps_t * mean_j u_j``, with ``u_j`` from
+:func:`reptile.algorithms.meta_update` (``phi - phi~`` for Reptile) and ``eps_t`` annealed
+linearly to 0 (``eps_t = eps_0 (1 - t / T)``); or ``mean_j u_j`` handed as the gradient to a
+torch optimizer (``outer_optimizer="sgd" | "adam"``).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.func import vmap
+from tqdm.auto import tqdm
+
+from . import tree
+from .algorithms import ALGORITHMS, MIN_K, meta_update
+from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
+from .inner import Adam, SGD, make_optimizer
+from .types import Batch, LossFn, Params
+
+TaskSampler = Callable[[np.random.Generator], Batch]
+"""Draws one task and returns its k stacked minibatches ``(x[k, b, ...], y[k, b, ...])``."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN or infinite."""
+
+
+class Callback(Protocol):
+    """Called with ``(iteration, phi)`` every ``every`` iterations; returns metrics to log."""
+
+    every: int
+
+    def __call__(self, iteration: int, phi: Params) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of meta-training (defaults: the Reptile blog's sine-wave run)."""
+
+    algorithm: str = "reptile"
+    inner_steps: int = 5
+    inner_batch: int = 10
+    inner_optimizer: str = "sgd"
+    inner_lr: float = 0.02
+    reset_inner_state: bool = False
+    outer_lr: float = 0.1
+    anneal: bool = True
+    outer_optimizer: str = "interpolate"
+    meta_batch: int = 1
+    batching: str = "loop"
+    iterations: int = 30000
+    seed: int = 0
+    weights: list[float] | None = None
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field and what it accepts."""
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
+        if self.inner_steps < MIN_K[self.algorithm]:
+            raise ValueError(f"{self.algorithm} needs inner_steps >= {MIN_K[self.algorithm]}, got {self.inner_steps}")
+        for name in ("inner_batch", "meta_batch", "iterations", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("inner_lr", "outer_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if self.inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {self.inner_optimizer!r}")
+        if self.outer_optimizer not in ("interpolate", "sgd", "adam"):
+            raise ValueError(f"outer_optimizer must be 'interpolate', 'sgd' or 'adam', got {self.outer_optimizer!r}")
+        if self.batching not in ("loop", "vmap"):
+            raise ValueError(f"batching must be 'loop' or 'vmap', got {self.batching!r}")
+        if self.batching == "vmap" and self.inner_optimizer == "adam" and not self.reset_inner_state:
+            raise ValueError("batching='vmap' runs the tasks of a meta-batch in parallel, so Adam moments cannot "
+                             "persist from task to task: set reset_inner_state=True or use batching='loop'")
+        if self.algorithm == "combination" and (self.weights is None or len(self.weights) != self.inner_steps):
+            raise ValueError(f"algorithm 'combination' needs inner_steps = {self.inner_steps} weights")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: fields that may differ between a run and its resumption (they do not change the numbers)
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "keep_checkpoints"}
+
+
+@dataclass
+class TrainResult:
+    params: Params
+    iteration: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def epsilon(config: TrainConfig, t: int) -> float:
+    """Outer step size at iteration ``t``: ``outer_lr * (1 - t / iterations)`` if annealed."""
+    return config.outer_lr * (1 - t / config.iterations) if config.anneal else config.outer_lr
+
+
+def task_rng(seed: int, iteration: int, task: int) -> np.random.Generator:
+    """The generator of task ``task`` of outer iteration ``iteration``."""
+    return np.random.default_rng([seed, iteration, task])
+
+
+class MetaTrainer:
+    """Meta-trains ``phi`` on tasks from ``sampler``; see the module docstring for the update.
+
+    Args:
+        loss_fn: scalar loss of (params, batch).
+        phi: initial parameters (copied).
+        sampler: draws one task's k minibatches from a numpy Generator.
+        config: :class:`TrainConfig`.
+        out_dir: folder for ``checkpoints/`` and ``metrics.csv`` (``None``: keep nothing on disk).
+        model_spec: stored in checkpoints so that loading can rebuild and check the model.
+        callbacks: extra metrics (evaluation, gradient alignment, ...) logged to the CSV.
+        task_slice: which meta-batch tasks this process computes (``range`` for distributed runs).
+        reduce: combines the per-process sum of updates (all-reduce in distributed runs).
+        is_writer: whether this process writes checkpoints and metrics (rank 0 only).
+        extra: plain data stored in checkpoints (e.g. the task family, for ``reptile eval``).
+    """
+
+    def __init__(self, loss_fn: LossFn, phi: Params, sampler: TaskSampler, config: TrainConfig,
+                 out_dir: str | Path | None = None, model_spec: dict[str, Any] | None = None,
+                 callbacks: Sequence[Callback] = (), task_slice: range | None = None,
+                 reduce: Callable[[Params], Params] | None = None, is_writer: bool = True,
+                 extra: dict[str, Any] | None = None) -> None:
+        config.validate()
+        self.loss_fn, self.sampler, self.config = loss_fn, sampler, config
+        self.phi = tree.clone(phi)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_spec, self.callbacks = model_spec, list(callbacks)
+        self.task_slice = task_slice if task_slice is not None else range(config.meta_batch)
+        self.reduce, self.is_writer, self.extra = reduce, is_writer, extra or {}
+        self.optimizer: SGD | Adam = make_optimizer(config.inner_optimizer, config.inner_lr)
+        self.inner_state = self.optimizer.init(self.phi)
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+        self._outer = self._make_outer_optimizer()
+
+    # -- outer optimizer -------------------------------------------------------------------
+    def _make_outer_optimizer(self) -> torch.optim.Optimizer | None:
+        if self.config.outer_optimizer == "interpolate":
+            return None
+        self._leaves = {k: torch.nn.Parameter(v.clone()) for k, v in self.phi.items()}
+        cls = torch.optim.SGD if self.config.outer_optimizer == "sgd" else torch.optim.Adam
+        return cls(list(self._leaves.values()), lr=self.config.outer_lr)
+
+    def _outer_step(self, update: Params, t: int) -> None:
+        eps = epsilon(self.config, t)
+        if self._outer is None:
+            self.phi = tree.add(self.phi, update, -eps)
+            return
+        for group in self._outer.param_groups:
+            group["lr"] = eps
+        for k, p in self._leaves.items():
+            p.grad = update[k].detach().clone()
+        self._outer.step()
+        self.phi = {k: p.detach().clone() for k, p in self._leaves.items()}
+
+    # -- one iteration ---------------------------------------------------------------------
+    def task_updates(self, t: int) -> tuple[Params, torch.Tensor]:
+        """Sum of this process's task updates ``u_j`` for iteration ``t`` and their losses ``[n, k]``."""
+        cfg = self.config
+        batches = [self.sampler(task_rng(cfg.seed, t, j)) for j in self.task_slice]
+        if cfg.batching == "vmap":
+            x = torch.stack([b[0] for b in batches])
+            y = torch.stack([b[1] for b in batches])
+            def one(xb: torch.Tensor, yb: torch.Tensor) -> tuple[Params, torch.Tensor]:
+                u, _, losses = meta_update(cfg.algorithm, self.loss_fn, self.phi, (xb, yb), self.optimizer,
+                                           None, weights=cfg.weights)
+                return u, losses
+            us, losses = vmap(one, randomness="error")(x, y)
+            return {k: v.sum(0) for k, v in us.items()}, losses
+        total, all_losses = None, []
+        for b in batches:
+            state = None if cfg.reset_inner_state else self.inner_state
+            u, state, losses = meta_update(cfg.algorithm, self.loss_fn, self.phi, b, self.optimizer, state,
+                                           weights=cfg.weights)
+            if not cfg.reset_inner_state:
+                self.inner_state = state
+            total = u if total is None else tree.add(total, u)
+            all_losses.append(losses)
+        return total, torch.stack(all_losses)
+
+    def step(self) -> dict[str, float]:
+        """Run outer iteration ``self.iteration`` and advance it; returns the iteration's metrics."""
+        t = self.iteration
+        total, losses = self.task_updates(t)
+        if self.reduce is not None:
+            total = self.reduce(total)
+        update = tree.scale(total, 1.0 / self.config.meta_batch)
+        first, last = float(losses[:, 0].mean()), float(losses[:, -1].mean())
+        if not (math.isfinite(first) and math.isfinite(last) and tree.all_finite(update)):
+            raise TrainingDiverged(self._diverged_message(t, first, last))
+        self._outer_step(update, t)
+        self.iteration = t + 1
+        return {"iteration": t + 1, "eps": epsilon(self.config, t), "loss_first": first, "loss_last": last}
+
+    def _diverged_message(self, t: int, first: float, last: float) -> str:
+        where = "no checkpoint was written"
+        if self.out_dir is not None and (found := latest_checkpoint(self.out_dir / "checkpoints")):
+            where = f"the last good checkpoint is {found[0]} (iteration {found[1]['iteration']})"
+        return (f"non-finite loss or update at iteration {t + 1} (inner loss first {first}, last {last}); "
+                f"training stopped; {where}. Lower the learning rates or check the data")
+
+    # -- persistence -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": "reptile-lab", "iteration": self.iteration, "params": tree.clone(self.phi),
+                "inner_state": self.inner_state, "outer_state": self._outer.state_dict() if self._outer else {},
+                "config": self.config.to_dict(), "model_spec": self.model_spec,
+                "extra": self.extra, "torch_version": str(torch.__version__)}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore from a checkpoint; raises ``ValueError`` if it is from another model or config."""
+        check_compatible(ckpt, self.phi, self.model_spec)
+        saved = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE_CHANGES}
+        now = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise ValueError(f"cannot resume: the checkpoint was trained with different settings for "
+                             f"{diff} (saved {[saved.get(k) for k in diff]}, now {[now[k] for k in diff]}); "
+                             f"pass the same settings or start in a new output folder")
+        like = next(iter(self.phi.values()))
+        self.phi = {k: v.to(like) for k, v in ckpt["params"].items()}
+        self.inner_state = _to_like(ckpt["inner_state"], like)
+        if self._outer is not None:
+            for k, p in self._leaves.items():
+                p.data.copy_(self.phi[k])
+            self._outer.load_state_dict(ckpt["outer_state"])
+        self.iteration = int(ckpt["iteration"])
+
+    def save(self) -> Path | None:
+        if self.out_dir is None or not self.is_writer:
+            return None
+        d = self.out_dir / "checkpoints"
+        path = save_checkpoint(checkpoint_path(d, self.iteration), self.state_dict())
+        prune_checkpoints(d, self.config.keep_checkpoints)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint of ``out_dir`` if there is one; returns whether it did."""
+        if self.out_dir is None:
+            raise ValueError("resume needs an output folder (out_dir)")
+        found = latest_checkpoint(self.out_dir / "checkpoints")
+        if found is None:
+            return False
+        self.load_state_dict(found[1])
+        _truncate_metrics(self.out_dir / "metrics.csv", self.iteration)
+        return True
+
+    def _log(self, rows: list[dict[str, float]]) -> None:
+        self.history.extend(rows)
+        if self.out_dir is None or not self.is_writer or not rows:
+            return
+        path = self.out_dir / "metrics.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["iteration", "metric", "value"])
+            for row in rows:
+                it = int(row["iteration"])
+                w.writerows([it, k, repr(float(v))] for k, v in row.items() if k != "iteration")
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, progress: bool = True, until: int | None = None) -> TrainResult:
+        """Train until ``until`` (default: ``config.iterations``), checkpointing on the way.
+
+        On ``KeyboardInterrupt`` a checkpoint of the last finished iteration is written before the
+        exception propagates; on divergence :class:`TrainingDiverged` is raised and no checkpoint
+        of the bad state is written.
+        """
+        cfg = self.config
+        stop = cfg.iterations if until is None else min(until, cfg.iterations)
+        pending: list[dict[str, float]] = []
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, desc=cfg.algorithm,
+                   dynamic_ncols=True)
+        try:
+            while self.iteration < stop:
+                tic = time.perf_counter()
+                row = self.step()
+                row["seconds"] = time.perf_counter() - tic
+                t = self.iteration
+                for cb in self.callbacks:
+                    if t % cb.every == 0 or t == cfg.iterations:
+                        row.update(cb(t, self.phi))
+                if t % cfg.log_every == 0 or t == stop or len(row) > 5:
+                    pending.append(row)
+                    bar.set_postfix(loss=f"{row['loss_first']:.4g}")
+                if t % cfg.checkpoint_every == 0 or t == stop:
+                    self._log(pending)
+                    pending = []
+                    self.save()
+                bar.update(1)
+        except KeyboardInterrupt:
+            self._log([r for r in pending if r["iteration"] <= self.iteration])
+            self.save()
+            raise
+        finally:
+            bar.close()
+        return TrainResult(self.phi, self.iteration, self.history)
+
+
+def check_compatible(ckpt: dict[str, Any], phi: Params, model_spec: dict[str, Any] | None) -> None:
+    """Raise ``ValueError`` if a checkpoint's parameters or model spec do not match ours."""
+    saved = ckpt.get("params")
+    if not isinstance(saved, dict):
+        raise ValueError("the checkpoint holds no parameters")
+    if model_spec is not None and ckpt.get("model_spec") not in (None, model_spec):
+        raise ValueError(f"the checkpoint is of another model: {ckpt.get('model_spec')} (expected {model_spec})")
+    ours = {k: tuple(v.shape) for k, v in phi.items()}
+    theirs = {k: tuple(v.shape) for k, v in saved.items()}
+    if ours != theirs:
+        diff = sorted(set(ours.items()) ^ set(theirs.items()))[:4]
+        raise ValueError(f"the checkpoint is of another model: its parameters differ ({diff} ...)")
+
+
+def _to_like(obj: Any, like: torch.Tensor) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_like(v, like) for k, v in obj.items()}
+    return obj.to(like) if isinstance(obj, torch.Tensor) else obj
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop metric rows logged after ``iteration`` (they will be logged again)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= iteration]
+    buf = io.StringIO()
+    csv.writer(buf).writerows(keep)
+    atomic_write_bytes(path, buf.getvalue().encode())
