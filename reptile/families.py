@@ -148,3 +148,5 @@ def _ls_build(args: argparse.Namespace) -> Setup:
 register_family(Family("least-squares", "linear least-squares tasks (closed-form solution sets)", _ls_args, _ls_build,
                        defaults=dict(inner_steps=5, inner_batch=5, inner_lr=0.02, inner_optimizer="sgd",
                                      outer_lr=0.1, iterations=2000, meta_batch=1)))
+
+from . import fewshot  # noqa: F401  (registers the few-shot family)
