@@ -31,7 +31,7 @@ N_WAY, TRAIN_SHOTS, EVAL_SHOTS, BATCH, MAX_M = 5, 20, 5, 25, 4
 SETTINGS = {
     "full": dict(scale=Scale(filters=32, iterations=400, eval_every=100, eval_tasks=40, test_shots=5),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=5),
-    "fast": dict(scale=Scale(filters=8, iterations=4, eval_every=2, eval_tasks=3, test_shots=1, glyphs="small"),
+    "fast": dict(scale=Scale(filters=8, iterations=4, eval_every=2, eval_tasks=3, test_shots=1, dataset="glyphs-small"),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=2),
 }
 PAPER = dict(inner_lr=3e-3, outer_lr=0.25, iterations=40000, filters=64)
@@ -51,7 +51,7 @@ def combinations(max_m: int = MAX_M) -> list[tuple[str, str, int, list[float]]]:
 def run(fast: bool) -> pd.DataFrame:
     s = SETTINGS["fast" if fast else "full"]
     scale: Scale = s["scale"]
-    splits = load_splits("small" if scale.glyphs == "small" else "full")
+    splits = load_splits(scale.dataset)
     frames = []
     for kind, text, m, weights in combinations():
         cfg = TrainConfig("combination", inner_steps=m, inner_batch=BATCH, inner_lr=s["inner_lr"],

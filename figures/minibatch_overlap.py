@@ -35,7 +35,7 @@ SETTINGS = {
     "full": dict(scale=Scale(filters=24, iterations=200, eval_every=200, eval_tasks=40, test_shots=5),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=5, eval_batch=25,
                  ks=(2, 4, 6, 8), batches=(10, 25, 50), outer_lrs=(0.25, 0.5, 1.0), full_k=4),
-    "fast": dict(scale=Scale(filters=8, iterations=2, eval_every=2, eval_tasks=2, test_shots=1, glyphs="small"),
+    "fast": dict(scale=Scale(filters=8, iterations=2, eval_every=2, eval_tasks=2, test_shots=1, dataset="glyphs-small"),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=2, eval_batch=25,
                  ks=(2, 6), batches=(50,), outer_lrs=(1.0,), full_k=2),
 }
@@ -66,7 +66,7 @@ def one_run(variant: str, k: int, batch: int, outer_lr: float, s: dict, splits) 
 
 def run(fast: bool) -> pd.DataFrame:
     s = SETTINGS["fast" if fast else "full"]
-    splits = load_splits("small" if s["scale"].glyphs == "small" else "full")
+    splits = load_splits(s["scale"].dataset)
     done: dict[tuple, dict] = {}
 
     def get(panel: str, variant: str, k: int, batch: int, eps: float) -> dict:
