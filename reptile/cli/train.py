@@ -121,7 +121,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and trainer.resume():
         print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
     before = setup.evaluate(setup.phi, args)
-    trainer.run(progress=not args.no_progress)
+    try:
+        trainer.run(progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted at iteration {trainer.iteration}; checkpoint written to {out / 'checkpoints'}; "
+              f"continue with --resume", file=sys.stderr)
+        raise
     after = setup.evaluate(trainer.phi, args)
     print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
     print(f"{'metric':<36}{'before':>14}{'after':>14}")
