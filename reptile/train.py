@@ -343,13 +343,24 @@ def _to_like(obj: Any, like: torch.Tensor) -> Any:
     return obj.to(like) if isinstance(obj, torch.Tensor) else obj
 
 
+def _complete_row(row: list[str]) -> bool:
+    """Whether a metrics row was written whole (a kill during an append can leave a partial line)."""
+    if len(row) != 3 or not row[1]:
+        return False
+    try:
+        int(row[0]), float(row[2])
+    except ValueError:
+        return False
+    return True
+
+
 def _truncate_metrics(path: Path, iteration: int) -> None:
     """Drop metric rows logged after ``iteration`` (they will be logged again)."""
     if not path.exists():
         return
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= iteration]
+    keep = [rows[0]] + [r for r in rows[1:] if _complete_row(r) and int(r[0]) <= iteration]
     buf = io.StringIO()
     csv.writer(buf).writerows(keep)
     atomic_write_bytes(path, buf.getvalue().encode())
