@@ -1,0 +1,51 @@
+"""The unit of ``reptile verify``: a :class:`Claim` of the paper, what was measured, and whether it holds.
+
+A check provider is a module exposing ``checks(mode: str, out_dir: pathlib.Path, progress: bool)
+-> list[Claim]`` (``mode`` one of :data:`MODES`); it may also write CSV and PNG files into
+``out_dir`` (with :mod:`analysis.artifacts`, so a crash never leaves a half-written file).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+MODES = ("quick", "default", "full")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked statement.
+
+    Attributes:
+        name: short, unique name of the claim (shown in the table and named on failure).
+        measured: the measured figure: a number, or text when several numbers make it up.
+        prediction: what the paper (or the derivation) predicts, as text.
+        holds: whether the measurement agrees with the prediction by the stated criterion.
+        detail: the criterion, tolerances and anything needed to reproduce the figure.
+    """
+
+    name: str
+    measured: float | str
+    prediction: str
+    holds: bool
+    detail: str = ""
+
+    def measured_text(self, digits: int = 4) -> str:
+        """``measured`` formatted for a table (numbers with ``digits`` significant digits)."""
+        m = self.measured
+        if isinstance(m, bool) or not isinstance(m, (int, float)):
+            return str(m)
+        if math.isnan(m) or math.isinf(m):
+            return str(m)
+        return f"{m:.{digits}g}"
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["measured"] = self.measured_text(8)
+        return row
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown verify mode {mode!r}; choose one of {MODES}")
+    return mode

@@ -1,0 +1,271 @@
+"""Hessian-vector products of a ``LossFn``, and what is built on them.
+
+With ``L(phi) = loss_fn(phi, batch)`` and ``H = L''(phi)`` (the Hbar_i of REFERENCE.md section 2
+when ``phi = phi_1`` and ``batch`` is minibatch i):
+
+* :func:`hvp` -- ``H v`` by forward-over-reverse (``jvp`` of ``grad``, "fwd-rev") or
+  reverse-over-reverse (``vjp`` of ``grad``, "rev-rev").
+* :class:`HVPOperator` -- ``H`` at one point as a reusable operator: the gradient is computed
+  once, each product after that is one linearized pass. It also gives the dense Hessian
+  (:meth:`HVPOperator.dense`, small models only) and a ``scipy.sparse.linalg.LinearOperator`` on
+  flattened parameters (:func:`reptile.tree.flatten` order).
+* :func:`top_eigenvalues` (Lanczos, scipy ``eigsh``) and :func:`power_iteration`.
+* :func:`third_derivative` -- ``T[u, v] = d/dt H(phi + t u) v |_{t=0}``, the directional third
+  derivative the second-order Taylor terms need.
+
+Shapes: ``phi``, ``v``, ``u`` and every result are ``Params`` with the keys and shapes of
+``phi``; flattened vectors are 1-d with ``P = reptile.tree.numel(phi)`` entries. Products are
+computed in ``phi``'s dtype (the analysis uses float64).
+
+Models whose operations lack forward-mode AD (e.g. a custom ``autograd.Function`` without
+``jvp``) make "fwd-rev" fall back to "rev-rev" with a ``RuntimeWarning`` saying so.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import Tensor
+from torch.func import grad, jvp, linearize, vjp, vmap
+
+from reptile import tree
+from reptile.types import Batch, LossFn, Params
+
+from .validation import check_batch, check_like, check_params, scalar_loss
+
+METHODS = ("fwd-rev", "rev-rev")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown HVP method {method!r}; choose one of {METHODS}")
+
+
+def forward_ad_missing(err: BaseException) -> bool:
+    """True when ``err`` says that an operation has no forward-mode (jvp) derivative."""
+    if isinstance(err, NotImplementedError):
+        return True
+    msg = str(err).lower()
+    return isinstance(err, RuntimeError) and (
+        "forward ad" in msg or "forward-mode" in msg or "forward mode" in msg or "jvp" in msg
+        or ("not implemented" in msg and "derivative" in msg))
+
+
+def _warn_fallback(err: BaseException, what: str) -> None:
+    warnings.warn(f"{what}: the model uses an operation without forward-mode AD support "
+                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); falling back to "
+                  f"reverse-over-reverse ('rev-rev'), which gives the same numbers",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _grad_fn(loss_fn: LossFn, batch: Batch) -> Callable[[Params], Params]:
+    f = scalar_loss(loss_fn)
+    g = grad(f)
+    return lambda p: g(p, batch)
+
+
+def _validate(phi: Params, batch: Batch, method: str, *vs: Params) -> None:
+    _check_method(method)
+    check_params(phi)
+    check_batch(batch)
+    for i, v in enumerate(vs):
+        check_like(v, phi, "v" if i == 0 else "u")
+
+
+def hvp(loss_fn: LossFn, phi: Params, batch: Batch, v: Params, method: str = "fwd-rev") -> Params:
+    """Hessian of ``loss_fn(., batch)`` at ``phi`` times ``v``: ``L''(phi) v``.
+
+    Args:
+        loss_fn: scalar loss of (params, batch).
+        phi: the point, ``Params``.
+        batch: one minibatch ``(x[b, ...], y[b, ...])``.
+        v: direction, ``Params`` shaped like ``phi``.
+        method: ``"fwd-rev"`` (``jvp`` of ``grad``) or ``"rev-rev"`` (``vjp`` of ``grad``).
+    Returns:
+        ``Params`` shaped like ``phi``.
+    Raises:
+        ValueError: unknown method, non-scalar loss, ``v`` not shaped like ``phi``, bad batch.
+    Warns:
+        RuntimeWarning: "fwd-rev" on a model without forward-mode support (then "rev-rev" is used).
+    """
+    _validate(phi, batch, method, v)
+    gfun = _grad_fn(loss_fn, batch)
+    if method == "fwd-rev":
+        try:
+            return jvp(gfun, (phi,), (v,))[1]
+        except (NotImplementedError, RuntimeError) as e:
+            if not forward_ad_missing(e):
+                raise
+            _warn_fallback(e, "hvp(method='fwd-rev')")
+    return vjp(gfun, phi)[1](v)[0]
+
+
+def third_derivative(loss_fn: LossFn, phi: Params, batch: Batch, u: Params, v: Params,
+                     method: str = "fwd-rev") -> Params:
+    """The third-derivative tensor contracted twice: ``T[u, v] = d/dt (L''(phi + t u) v)`` at t = 0.
+
+    ``T`` is symmetric, so ``T[u, v] = T[v, u]``. "fwd-rev" computes it as ``jvp`` of the
+    forward-over-reverse HVP; "rev-rev" as ``grad_phi <u, L''(phi) v>`` (reverse three times).
+    Shapes as in :func:`hvp`. Raises and warns as :func:`hvp`.
+    """
+    _validate(phi, batch, method, v, u)
+    gfun = _grad_fn(loss_fn, batch)
+    if method == "fwd-rev":
+        try:
+            return jvp(lambda p: jvp(gfun, (p,), (v,))[1], (phi,), (u,))[1]
+        except (NotImplementedError, RuntimeError) as e:
+            if not forward_ad_missing(e):
+                raise
+            _warn_fallback(e, "third_derivative(method='fwd-rev')")
+    return grad(lambda p: tree.dot(u, vjp(gfun, p)[1](v)[0]))(phi)
+
+
+class HVPOperator:
+    """The Hessian ``H = L''(phi)`` of one minibatch loss, as a reusable linear operator.
+
+    Built once: the gradient ``L'(phi)`` (``.grad``) is computed at construction, and each
+    product afterwards costs one linearized pass:
+
+    * ``"rev-rev"`` keeps the ``vjp`` closure of ``grad`` (cheap to build: one gradient with its
+      graph); each ``H v`` is one backward pass through it.
+    * ``"fwd-rev"`` uses ``torch.func.linearize`` of ``grad`` (costly to build -- it traces the
+      jvp graph, about 0.2 s for the sine MLP -- then each product is one forward-mode pass); worth
+      it for eigen-solvers that need hundreds of products.
+
+    Args:
+        loss_fn, phi, batch: as in :func:`hvp`.
+        method: ``"rev-rev"`` (default) or ``"fwd-rev"``.
+    Attributes:
+        grad: ``Params``, ``L'(phi)``.
+        numel: ``P``, the number of parameters.
+    """
+
+    def __init__(self, loss_fn: LossFn, phi: Params, batch: Batch, method: str = "rev-rev") -> None:
+        _validate(phi, batch, method)
+        self.phi, self.batch, self.method = phi, batch, method
+        gfun = _grad_fn(loss_fn, batch)
+        self.numel = tree.numel(phi)
+        self.dtype = next(iter(phi.values())).dtype
+        self.device = next(iter(phi.values())).device
+        if method == "fwd-rev":
+            try:
+                with warnings.catch_warnings():
+                    # torch's const-folding pass inside linearize warns about an internal detail
+                    warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+                    self.grad, self._lin = linearize(gfun, phi)
+                self._apply = lambda v: self._lin(v)
+                return
+            except (NotImplementedError, RuntimeError) as e:
+                if not forward_ad_missing(e):
+                    raise
+                _warn_fallback(e, "HVPOperator(method='fwd-rev')")
+                self.method = "rev-rev"
+        self.grad, vjp_fn = vjp(gfun, phi)
+        self._apply = lambda v: vjp_fn(v)[0]
+
+    def __call__(self, v: Params) -> Params:
+        """``H v`` for ``v`` shaped like ``phi``."""
+        check_like(v, self.phi)
+        return self._apply(v)
+
+    def matvec(self, vec: Tensor) -> Tensor:
+        """``H vec`` on flattened parameters: ``vec[P] -> [P]``."""
+        return tree.flatten(self._apply(tree.unflatten(vec.to(self.dtype), self.phi)))
+
+    def matmat(self, mat: Tensor, chunk: int = 256) -> Tensor:
+        """``H @ mat`` for ``mat[P, m]`` -> ``[P, m]``; columns are vmapped ``chunk`` at a time."""
+        if mat.ndim != 2 or mat.shape[0] != self.numel:
+            raise ValueError(f"expected a matrix [{self.numel}, m], got {tuple(mat.shape)}")
+        f = vmap(lambda col: tree.flatten(self._apply(tree.unflatten(col, self.phi))))
+        cols = [f(mat[:, i:i + chunk].T.contiguous().to(self.dtype)).T for i in range(0, mat.shape[1], chunk)]
+        return torch.cat(cols, dim=1)
+
+    def dense(self, max_numel: int = 6000, chunk: int = 256) -> Tensor:
+        """The full Hessian ``[P, P]`` (symmetrized: ``(H + H^T) / 2``, which only removes rounding).
+
+        Raises:
+            ValueError: ``P > max_numel`` (the matrix would need ``8 P^2`` bytes in float64).
+        """
+        if self.numel > max_numel:
+            raise ValueError(f"a dense Hessian of {self.numel} parameters needs {8 * self.numel ** 2 / 1e9:.1f} GB "
+                             f"in float64; raise max_numel if you mean it, or use the LinearOperator")
+        h = self.matmat(torch.eye(self.numel, dtype=self.dtype, device=self.device), chunk)
+        return (h + h.T) / 2
+
+    def linear_operator(self) -> LinearOperator:
+        """``H`` as a symmetric scipy ``LinearOperator`` on float64 numpy vectors of length P."""
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), device=self.device)
+            return self.matvec(t).detach().cpu().double().numpy()
+
+        def mm(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+            return self.matmat(t).detach().cpu().double().numpy()
+
+        return LinearOperator((self.numel, self.numel), matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
+
+
+def hessian(loss_fn: LossFn, phi: Params, batch: Batch, method: str = "rev-rev", max_numel: int = 6000) -> Tensor:
+    """Dense Hessian ``[P, P]`` of ``loss_fn(., batch)`` at ``phi`` in flattened order (small models)."""
+    return HVPOperator(loss_fn, phi, batch, method).dense(max_numel)
+
+
+def hessian_operator(loss_fn: LossFn, phi: Params, batch: Batch, method: str = "rev-rev") -> LinearOperator:
+    """The Hessian as a scipy ``LinearOperator`` (gradient computed once, see :class:`HVPOperator`)."""
+    return HVPOperator(loss_fn, phi, batch, method).linear_operator()
+
+
+def top_eigenvalues(loss_fn: LossFn, phi: Params, batch: Batch, n: int = 1, *, which: str = "LA",
+                    method: str = "rev-rev", tol: float = 1e-8, seed: int = 0,
+                    maxiter: int | None = None) -> np.ndarray:
+    """The ``n`` extreme Hessian eigenvalues by Lanczos (scipy ``eigsh``), largest first.
+
+    Args:
+        which: ``"LA"`` (largest algebraic, default), ``"LM"`` (largest magnitude), ``"SA"``.
+        tol: relative accuracy asked of ARPACK.
+        seed: seeds the start vector (``numpy.random.default_rng(seed)``), so runs repeat exactly.
+    Returns:
+        ``float64[n]`` sorted in decreasing order.
+    Raises:
+        ValueError: ``n`` not in ``1..P-1`` (ARPACK's limit).
+    """
+    op = HVPOperator(loss_fn, phi, batch, method)
+    if not 1 <= n < op.numel:
+        raise ValueError(f"n must be between 1 and P - 1 = {op.numel - 1}, got {n}")
+    v0 = np.random.default_rng(seed).standard_normal(op.numel)
+    vals = eigsh(op.linear_operator(), k=n, which=which, tol=tol, v0=v0, maxiter=maxiter,
+                 return_eigenvectors=False)
+    return np.sort(vals)[::-1]
+
+
+def power_iteration(op: HVPOperator | LinearOperator, *, tol: float = 1e-8, max_iter: int = 1000,
+                    seed: int = 0) -> tuple[float, np.ndarray]:
+    """Largest-magnitude eigenvalue of a symmetric operator by power iteration.
+
+    Stops when the Rayleigh quotient changes by less than ``tol`` (relative) between iterations.
+    Returns ``(eigenvalue, unit eigenvector[P])``.
+
+    Raises:
+        RuntimeError: no convergence within ``max_iter`` iterations (e.g. two eigenvalues of
+            nearly equal magnitude and opposite sign); use :func:`top_eigenvalues` then.
+    """
+    lin = op.linear_operator() if isinstance(op, HVPOperator) else op
+    x = np.random.default_rng(seed).standard_normal(lin.shape[0])
+    x /= np.linalg.norm(x)
+    lam = 0.0
+    for _ in range(max_iter):
+        y = lin.matvec(x)
+        new = float(x @ y)
+        ny = np.linalg.norm(y)
+        if ny == 0:
+            return 0.0, x
+        x = y / ny
+        if abs(new - lam) <= tol * max(abs(new), 1e-300):
+            return new, x
+        lam = new
+    raise RuntimeError(f"power iteration did not reach relative tolerance {tol} in {max_iter} iterations "
+                       f"(last estimate {lam:.6g}); use top_eigenvalues (Lanczos) instead")
