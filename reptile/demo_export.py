@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,7 @@ def write_demo_weights(obj: dict[str, Any], path: str | Path) -> Path:
     """Write a weights object as compact JSON, atomically."""
     data = (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode()
     atomic_write_bytes(path, data)
+    os.chmod(path, 0o644)  # a static file to be served, not a private temporary one
     return Path(path)
 
 

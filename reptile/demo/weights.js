@@ -44,12 +44,13 @@ export function decodeTensor(entry, where) {
     } catch (e) {
       fail(where, "b64 is not valid base64");
     }
-    if (bytes.length !== 4 * n) fail(where, `holds ${bytes.length / 4} float32 values but shape [${shape}] needs ${n}`);
+    if (bytes.length !== 4 * n) fail(where, `holds ${bytes.length} bytes but shape [${shape}] needs ${4 * n} (${n} float32 values)`);
     const view = new DataView(bytes.buffer);
     data = new Float64Array(n);
     for (let i = 0; i < n; i++) data[i] = view.getFloat32(4 * i, true);
   } else if (Array.isArray(entry.data)) {
     if (entry.data.length !== n) fail(where, `holds ${entry.data.length} values but shape [${shape}] needs ${n}`);
+    if (!entry.data.every((v) => typeof v === "number")) fail(where, "data must hold numbers only (NaN or infinite values are not allowed)");
     data = Float64Array.from(entry.data);
   } else {
     fail(where, "needs \"b64\" (base64 float32) or \"data\" (list of numbers)");
