@@ -1,0 +1,113 @@
+"""Time and peak memory of one meta-gradient of MAML, FOMAML and Reptile against k.
+
+One task's meta-gradient (``reptile.algorithms.meta_gradient``, SGD inner loop) on the paper's
+Omniglot CNN (64 filters, 5-way, 28x28 inputs, minibatches of 10 as in Table 3), for k minibatches
+(MAML/FOMAML: k-1 inner steps and the k-th batch for the outer loss; Reptile: k steps). MAML
+differentiates through the inner loop, so it keeps every inner step's activations alive: its
+memory grows linearly with k while FOMAML's and Reptile's stay flat.
+
+Measures (CPU, one thread): wall time is the median of several repetitions after a warm-up.
+Memory is the peak of the running total of tensor allocations and frees recorded by
+``torch.profiler`` (``profile_memory=True``) during one meta-gradient, in time order -- memory
+the computation itself allocates, not the process's resident set (parameters and inputs that
+exist beforehand are not counted). When the benchmarks package offers its own measurement this
+figure should be read beside it.
+
+Run: ``python -m figures.cost [--fast] [--out DIR]``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from figures import style
+from figures.common import cli, note
+from reptile.algorithms import meta_gradient
+from reptile.losses import make_loss, params_of
+from reptile.models import OmniglotCNN
+
+NAME = "cost"
+ALGORITHMS = ("maml", "fomaml", "reptile")
+SETTINGS = {
+    "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=3),
+    "fast": dict(filters=8, batch=5, ks=(2, 3), reps=1),
+}
+
+
+def peak_allocated_bytes(fn: Callable[[], object]) -> int:
+    """Peak of the running sum of allocations minus frees that ``torch.profiler`` records while ``fn`` runs."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return int(peak)
+
+
+def median_seconds(fn: Callable[[], object], reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
+def run(fast: bool) -> pd.DataFrame:
+    s = SETTINGS["fast" if fast else "full"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = OmniglotCNN(n_way=5, filters=s["filters"])
+        xs = torch.rand(max(s["ks"]), s["batch"], 1, 28, 28)
+        ys = torch.randint(0, 5, (max(s["ks"]), s["batch"]))
+    loss_fn, phi = make_loss(model, "cross_entropy"), params_of(model)
+    rows = []
+    for k in s["ks"]:
+        batches = (xs[:k], ys[:k])
+        for name in ALGORITHMS:
+            def fn(name: str = name) -> object:
+                return meta_gradient(name, loss_fn, phi, batches, 0.01)
+            rows.append({"algorithm": name, "k": k, "seconds": median_seconds(fn, s["reps"]),
+                         "peak_bytes": peak_allocated_bytes(fn), "filters": s["filters"], "batch": s["batch"],
+                         "threads": torch.get_num_threads()})
+            print(f"  {name} k={k}: {rows[-1]['seconds'] * 1e3:.0f} ms, {rows[-1]['peak_bytes'] / 2**20:.1f} MiB",
+                  flush=True)
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, fast: bool, out: str | Path | None) -> list[Path]:
+    s = SETTINGS["fast" if fast else "full"]
+    fig, axes = style.figure(ncols=2, width=style.PAGE * 0.75, height=2.4)
+    for name, g in df.groupby("algorithm", sort=False):
+        kw = dict(color=style.color(name), marker="o", label=style.NAMES[name])
+        axes[0][0].plot(g["k"], g["seconds"] * 1e3, **kw)
+        axes[0][1].plot(g["k"], g["peak_bytes"] / 2 ** 20, **kw)
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(df["k"].unique()), [str(k) for k in sorted(df["k"].unique())])
+        ax.minorticks_off()
+        ax.set_xlabel("k (minibatches per task)")
+    axes[0][0].set_ylabel("time per meta-gradient (ms)")
+    axes[0][1].set_ylabel("peak allocated memory (MiB)")
+    axes[0][0].set_title("(a) wall time, CPU, 1 thread")
+    axes[0][1].set_title("(b) peak memory (torch.profiler)")
+    axes[0][0].legend()
+    text = (f"one task, Omniglot CNN with {s['filters']} filters, 5-way, minibatches of {s['batch']} 28x28 images; "
+            f"median of {s['reps']} runs after a warm-up")
+    return style.save(fig, df, NAME, out, note(fast, text))
+
+
+def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
+    return plot(run(fast), fast, out)
+
+
+if __name__ == "__main__":
+    cli(main, __doc__.splitlines()[0])
