@@ -10,13 +10,14 @@ examples. Minibatching of the training examples is the engine's job
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from reptile.data.images import ImageClassDataset, images_to_tensor
 
-__all__ = ["Episode", "sample_episode"]
+__all__ = ["Episode", "sample_episode", "contact_sheet"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,3 +118,61 @@ def sample_episode(
         test_y=test_y.to(device),
         classes=classes.astype(np.int64),
     )
+
+
+def contact_sheet(
+    dataset: ImageClassDataset,
+    rng: np.random.Generator,
+    n_tasks: int = 4,
+    n_way: int = 5,
+    train_shots: int = 5,
+    test_shots: int = 1,
+    title: str | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """A matplotlib figure of sample episodes: one panel per task, one row per class.
+
+    Each row shows a class's ``train_shots`` training images, a gap, then its ``test_shots``
+    held-out images, labelled with the class name (e.g. ``"Armenian/U+0562"``).
+
+    Returns:
+        ``(figure, rows)``: the figure (the caller saves and closes it) and one dict per class
+        shown (``task``, ``label``, ``class_name``, ``group``) for a CSV beside the image.
+    """
+    import matplotlib.pyplot as plt
+
+    cols = min(n_tasks, 2)
+    nrows = -(-n_tasks // cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.6 * cols, (0.36 * n_way + 0.4) * nrows + 0.3), squeeze=False, layout="constrained"
+    )
+    table: list[dict[str, Any]] = []
+    for t in range(nrows * cols):
+        ax = axes[t // cols][t % cols]
+        ax.axis("off")
+        if t >= n_tasks:
+            continue
+        ep = sample_episode(dataset, rng, n_way, train_shots, test_shots)
+        tx = ep.train_x.numpy()  # [n*k, C, H, W]
+        qx = ep.test_x.numpy()
+        h, w = tx.shape[2], tx.shape[3]
+        pad, gap = 2, 8
+        grid_w = train_shots * (w + pad) + gap + test_shots * (w + pad)
+        canvas = np.ones((n_way * (h + pad), grid_w, tx.shape[1]), dtype=np.float32)
+        for label in range(n_way):
+            y = label * (h + pad)
+            for s in range(train_shots):
+                x = s * (w + pad)
+                canvas[y : y + h, x : x + w] = tx[label * train_shots + s].transpose(1, 2, 0)
+            for s in range(test_shots):
+                x = train_shots * (w + pad) + gap + s * (w + pad)
+                canvas[y : y + h, x : x + w] = qx[label * test_shots + s].transpose(1, 2, 0)
+            c = int(ep.classes[label])
+            name = dataset.class_names[c]
+            ax.text(-3, y + h / 2, name, ha="right", va="center", fontsize=6)
+            table.append({"task": t, "label": label, "class_name": name, "group": dataset.groups[c]})
+        image = canvas[..., 0] if canvas.shape[2] == 1 else canvas
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(f"task {t + 1}: {n_way}-way, {train_shots} shots | test", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return fig, table

@@ -63,6 +63,7 @@ __all__ = [
     "glyph_stats",
     "split_scripts",
     "find_fonts",
+    "font_files",
     "default_cache_dir",
     "NOTO_FONT_DIRS",
 ]
@@ -228,28 +229,22 @@ def _noto_font_files() -> list[Path]:
     return [found[k] for k in sorted(found)]
 
 
-def find_fonts(fonts: str | Sequence[str | os.PathLike[str]] = "auto") -> list[FontSpec]:
-    """The font files the glyph set is rendered from, with their cmaps.
+def font_files(fonts: str | Sequence[str | os.PathLike[str]] = "auto") -> list[Path]:
+    """The font files the glyph set is rendered from (without opening them).
 
     Args:
         fonts: ``"auto"`` (Noto fonts if any are installed, plus matplotlib's DejaVu and STIX),
             ``"noto"`` (Noto only), ``"matplotlib"`` (DejaVu and STIX shipped with matplotlib),
             or a list of font files and/or directories (searched for ``*.ttf``/``*.otf``).
-            Placeholder, maths, music, symbol and TeX-encoded fonts are always left out.
+            Placeholder, maths, music, symbol, display-size and TeX-encoded fonts are left out.
 
     Returns:
-        Fonts sorted by file name (duplicates by name removed).
+        Paths sorted by file name, one per file name.
 
     Raises:
         FileNotFoundError: ``"noto"`` with no Noto font installed, or a listed path missing.
         ValueError: an unknown keyword, or no usable font at all.
-        ImportError: fontTools (a dependency of matplotlib) is missing.
     """
-    try:
-        from fontTools.ttLib import TTFont
-    except ImportError as exc:  # pragma: no cover - fontTools comes with matplotlib
-        raise ImportError("the glyph dataset reads font cmaps with fontTools: pip install fonttools") from exc
-
     files: list[Path]
     if isinstance(fonts, str):
         if fonts == "auto":
@@ -275,19 +270,36 @@ def find_fonts(fonts: str | Sequence[str | os.PathLike[str]] = "auto") -> list[F
                 files.append(p)
             else:
                 raise FileNotFoundError(f"font file or directory not found: {p}")
-    specs: dict[str, FontSpec] = {}
+    chosen: dict[str, Path] = {}
     for p in files:
-        if p.name in specs or _font_excluded(p.name):
-            continue
+        if p.name not in chosen and not _font_excluded(p.name):
+            chosen[p.name] = p
+    if not chosen:
+        raise ValueError(f"no usable font files for fonts={fonts!r}")
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def find_fonts(fonts: str | Sequence[str | os.PathLike[str]] = "auto") -> list[FontSpec]:
+    """:func:`font_files` with each file's cmap (the code points it draws), read with fontTools.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`font_files`; ValueError also for a font file
+            fontTools cannot read.
+        ImportError: fontTools (a dependency of matplotlib) is missing.
+    """
+    try:
+        from fontTools.ttLib import TTFont
+    except ImportError as exc:  # pragma: no cover - fontTools comes with matplotlib
+        raise ImportError("the glyph dataset reads font cmaps with fontTools: pip install fonttools") from exc
+    specs = []
+    for p in font_files(fonts):
         try:
             with TTFont(str(p), lazy=True) as tt:
                 cmap = tt.getBestCmap() or {}
         except Exception as exc:  # fontTools raises many types on a broken file
             raise ValueError(f"cannot read font {p}: {type(exc).__name__}: {exc}") from exc
-        specs[p.name] = FontSpec(str(p), p.name, p.stat().st_size, frozenset(cmap))
-    if not specs:
-        raise ValueError(f"no usable font files for fonts={fonts!r}")
-    return [specs[k] for k in sorted(specs)]
+        specs.append(FontSpec(str(p), p.name, p.stat().st_size, frozenset(cmap)))
+    return specs
 
 
 def _face_rank(name: str) -> tuple[int, int, str]:
@@ -518,6 +530,7 @@ class GlyphArchive:
         fonts: file names of the fonts used.
         config: the :class:`GlyphConfig` it was built with, and ``seed``.
         path: the cache file (None if not saved).
+        from_cache: whether it was read from an existing cache file rather than generated.
     """
 
     images: np.ndarray
@@ -529,6 +542,7 @@ class GlyphArchive:
     config: GlyphConfig
     seed: int
     path: Path | None = None
+    from_cache: bool = False
 
     @property
     def n_chars(self) -> int:
@@ -680,13 +694,13 @@ def _generate(
 
 
 # ---------------------------------------------------------------------------------------- cache
-def _cache_key(cfg: GlyphConfig, seed: int, fonts: list[FontSpec]) -> str:
+def _cache_key(cfg: GlyphConfig, seed: int, fonts: list[Path]) -> str:
     payload = json.dumps(
         {
             "version": FORMAT_VERSION,
             "seed": int(seed),
             "config": asdict(cfg),
-            "fonts": [(f.name, f.size_bytes) for f in fonts],
+            "fonts": [(f.name, f.stat().st_size) for f in fonts],
         },
         sort_keys=True,
     )
@@ -721,6 +735,7 @@ def _read_archive(path: Path, cfg: GlyphConfig, seed: int) -> GlyphArchive:
                 config=cfg,
                 seed=seed,
                 path=path,
+                from_cache=True,
             )
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"glyph cache {path} is unreadable ({exc}); rebuild it with rebuild=True") from exc
@@ -757,11 +772,12 @@ def build_glyphs(
     cfg = config or GlyphConfig()
     if config_overrides:
         cfg = GlyphConfig(**{**asdict(cfg), **config_overrides})
-    font_specs = find_fonts(fonts)
+    files = font_files(fonts)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = root / f"glyphs-v{FORMAT_VERSION}-seed{seed}-{_cache_key(cfg, seed, font_specs)}.npz"
+    path = root / f"glyphs-v{FORMAT_VERSION}-seed{seed}-{_cache_key(cfg, seed, files)}.npz"
     if path.exists() and not rebuild:
         return _read_archive(path, cfg, seed)
+    font_specs = find_fonts(files)
     images, codepoints, scripts, script_names, faces = _generate(font_specs, cfg, seed, progress)
     meta = {
         "version": FORMAT_VERSION,
