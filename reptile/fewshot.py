@@ -55,8 +55,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .data import DATASETS, ImageClassDataset, load_dataset, sample_episode
-from .data.episodes import Episode
+from .data.episodes import Episode, sample_episode
+from .data.images import ImageClassDataset
 from .families import Family, Setup, device_of, dtype_of, register_family, seeded_init
 from .inner import SGD, Adam, State, adapt, make_optimizer
 from .losses import make_loss, params_of
@@ -161,8 +161,12 @@ def register_dataset(name: str, loader: Loader) -> None:
     load_splits.cache_clear()
 
 
+#: the datasets of :func:`reptile.data.load_dataset`
+BUILTIN_DATASETS = ("glyphs", "omniglot", "miniimagenet")
+
+
 def dataset_names() -> list[str]:
-    return sorted(set(DATASETS) | set(DATASET_LOADERS))
+    return sorted(set(BUILTIN_DATASETS) | set(DATASET_LOADERS))
 
 
 @lru_cache(maxsize=4)
@@ -176,6 +180,7 @@ def load_splits(name: str, data_dir: str | None = None, seed: int = 0,
     """
     if name in DATASET_LOADERS:
         return DATASET_LOADERS[name](data_dir, seed, rotations)
+    from .data import load_dataset
     key = name.lower().replace("-", "").replace("_", "")
     kwargs = {"augment_rotations": rotations} if key in ("glyphs", "omniglot") else {}
     return load_dataset(name, data_dir, seed=seed, **kwargs)
