@@ -1,0 +1,173 @@
+"""Solution manifolds (analysis.manifolds): exact and approximate projections, the objective (5.2),
+Reptile's update against the projection, and the least-squares closed-form minimizers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from analysis.manifolds import (Projection, distance, distance_objective, distance_objective_gradient,
+                                ls_distance_minimizer, ls_distance_objective, ls_joint_loss, ls_joint_minimizer,
+                                ls_reptile_fixed_point, reptile_vs_projection, solution_projection)
+from reptile import tree
+from reptile.algorithms import meta_gradient
+from reptile.losses import make_loss, params_of
+from reptile.models import MLP, LinearModel
+from reptile.tasks import LeastSquaresTask, LeastSquaresTaskDistribution, SineTaskDistribution
+
+torch.set_num_threads(1)
+D, M = 10, 5
+
+
+@pytest.fixture(scope="module")
+def ls():
+    dist = LeastSquaresTaskDistribution(dim=D, n_points=M, noise=0.1)
+    rng = np.random.default_rng(0)
+    tasks = [dist.sample(rng) for _ in range(4)]
+    loss_fn = make_loss(LinearModel(D).double(), "mse")
+    phi = {"linear.weight": torch.as_tensor(rng.standard_normal((1, D)))}
+    return tasks, loss_fn, phi
+
+
+def _w(p: dict) -> np.ndarray:
+    return p["linear.weight"][0].numpy()
+
+
+def test_exact_projection_matches_closed_forms_and_is_idempotent(ls):
+    tasks, loss_fn, phi = ls
+    w = _w(phi)
+    for t in tasks:
+        a, y = t.inputs.numpy(), t.targets.numpy()[:, 0]
+        proj = solution_projection(t, phi)
+        assert proj.exact and proj.converged
+        p = _w(proj.point)
+        # two independent closed forms: the min-norm correction from scipy's lstsq, and the explicit
+        # formula w - A^T (A A^T)^{-1} (A w - y); A is a well-conditioned 5x10 Gaussian matrix, so
+        # float64 agreement to 1e-10 leaves a margin of ~1e4 over rounding (cond(A) ~ 10)
+        lstsq = w - scipy.linalg.lstsq(a, a @ w - y)[0]
+        explicit = w - a.T @ np.linalg.solve(a @ a.T, a @ w - y)
+        assert np.abs(p - lstsq).max() < 1e-10
+        assert np.abs(p - explicit).max() < 1e-10
+        assert np.abs(a @ p - y).max() < 1e-10                      # on W
+        assert proj.loss < 1e-20                                     # optimal loss 0 (underdetermined)
+        assert abs(proj.distance - np.linalg.norm(w - p)) < 1e-12
+        again = solution_projection(t, proj.point)                   # idempotent: P(P(w)) = P(w)
+        assert np.abs(_w(again.point) - p).max() < 1e-10 and again.distance < 1e-10
+        # a bare tensor gives the same point
+        bare = solution_projection(t, torch.as_tensor(w))
+        assert np.abs(bare.point.numpy() - p).max() < 1e-14
+        assert distance(t, phi) == pytest.approx(proj.distance, abs=1e-14)
+
+
+def test_exact_projection_rejects_bad_input(ls):
+    tasks, _, phi = ls
+    with pytest.raises(ValueError, match="entries"):
+        solution_projection(tasks[0], {"w": torch.zeros(D + 1, dtype=torch.float64)})
+    over = LeastSquaresTaskDistribution(dim=3, n_points=8, noise=1.0).sample(np.random.default_rng(1))
+    with pytest.raises(ValueError, match="no exact solution"):
+        solution_projection(over, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="least-squares"):
+        solution_projection(object(), phi, method="exact")
+    with pytest.raises(ValueError, match="loss_fn"):
+        solution_projection(tasks[0], phi, method="lbfgs")
+
+
+@pytest.mark.parametrize("method,options", [("lbfgs", {}), ("gd", {"lr": 0.05, "max_iter": 20000})])
+def test_approximate_projection_converges_to_exact_on_least_squares(ls, method, options):
+    tasks, loss_fn, phi = ls
+    for t in tasks[:2]:
+        exact = solution_projection(t, phi)
+        approx = solution_projection(t, phi, loss_fn=loss_fn, method=method, gtol=1e-9,
+                                     optimal_loss=0.0, loss_tol=1e-12, **options)
+        assert isinstance(approx, Projection) and not approx.exact
+        assert approx.converged and approx.optimal
+        # |gradient| <= 1e-9 bounds the distance to W inside phi + rowspace(A) by 1e-9 / lambda_min(H),
+        # with lambda_min of (2/5) A A^T >= ~0.1 here: 1e-6 is a safe bound
+        assert np.abs(_w(approx.point) - _w(exact.point)).max() < 1e-6
+        assert approx.distance == pytest.approx(exact.distance, abs=1e-6)
+
+
+def test_approximate_projection_sine_mlp_reaches_near_zero_loss():
+    # an MLP can fit a sine on 50 grid points only approximately: optimal loss 0 is claimed to 1e-3
+    # (the task's variance a^2/2 is ~ 3 here) after at most 300 L-BFGS iterations
+    torch.manual_seed(0)
+    model = MLP((1, 16, 16, 1), "tanh").double()
+    loss_fn, phi = make_loss(model, "mse"), params_of(model)
+    task = SineTaskDistribution(dtype=torch.float64).sample(np.random.default_rng(3))
+    x, y = task.grid(50)
+    start = float(loss_fn(phi, (x, y)))
+    proj = solution_projection(task, phi, loss_fn=loss_fn, max_iter=300, gtol=1e-8, optimal_loss=0.0, loss_tol=1e-3)
+    assert proj.optimal, proj
+    assert proj.loss < 1e-3 * start
+    assert proj.distance > 0 and np.isfinite(proj.distance)
+
+
+def test_distance_objective_gradient_is_phi_minus_projection(ls):
+    tasks, _, phi = ls
+    g = tree.flatten(distance_objective_gradient(tasks, phi)).numpy()
+    w, h = _w(phi), 1e-5
+    fd = np.zeros(D)
+    for i in range(D):
+        e = np.zeros(D)
+        e[i] = h
+        plus = distance_objective(tasks, torch.as_tensor(w + e))
+        minus = distance_objective(tasks, torch.as_tensor(w - e))
+        fd[i] = (plus - minus) / (2 * h)
+    # the objective is quadratic, so central differences are exact up to rounding ~1e-16 / h
+    assert np.abs(g - fd).max() < 1e-8
+    assert distance_objective(tasks, phi) == pytest.approx(ls_distance_objective(tasks, w), rel=1e-12)
+
+
+@pytest.mark.parametrize("batch", [M, 2])
+def test_reptile_update_tends_to_projection_as_k_grows(ls, batch):
+    tasks, loss_fn, phi = ls
+    t = tasks[0]
+    proj = solution_projection(t, phi).point
+    ks = [1, 10, 100, 400]
+    batches = t.minibatches(max(ks), batch, np.random.default_rng(0), "cycle")
+    res = reptile_vs_projection(loss_fn, phi, batches, 0.05, ks, proj)
+    cos = [r.cosine for r in res]
+    err = [r.relative_error for r in res]
+    assert cos[-1] >= 0.999, cos
+    assert cos[-1] > cos[0]
+    assert all(b < a for a, b in zip(err, err[1:])), err          # |phi~_k - P| shrinks with k
+    assert res[-1].relative_norm == pytest.approx(1.0, abs=0.02)
+
+
+def _plane_tasks() -> list[LeastSquaresTask]:
+    # four lines in the plane with different |a|: two steep (|a| = 1), two shallow (|a| = 0.5)
+    rows = [((1.0, 0.0), 2.0), ((0.0, 1.0), 2.0), ((0.25, 0.433), -0.5), ((-0.25, 0.433), 0.2)]
+    return [LeastSquaresTask(torch.tensor([a], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64),
+                             torch.zeros(2, dtype=torch.float64)) for a, y in rows]
+
+
+def test_least_squares_minimizers_closed_forms():
+    ts = _plane_tasks()
+    wd, wj = ls_distance_minimizer(ts), ls_joint_minimizer(ts)
+    # each minimizes its own objective: zero gradient, and no better neighbours
+    g = tree.flatten(distance_objective_gradient(ts, {"w": torch.as_tensor(wd)})).numpy()
+    assert np.abs(g).max() < 1e-12
+    for delta in (np.array([1e-3, 0]), np.array([0, -1e-3])):
+        assert ls_distance_objective(ts, wd + delta) > ls_distance_objective(ts, wd)
+        assert ls_joint_loss(ts, wj + delta) > ls_joint_loss(ts, wj)
+    assert np.linalg.norm(wd - wj) > 0.5                           # they differ on this family
+    # Reptile's fixed point: k = 1 is joint training, large k the distance minimizer
+    assert np.abs(ls_reptile_fixed_point(ts, 1, 0.4) - wj).max() < 1e-12
+    assert np.abs(ls_reptile_fixed_point(ts, 200, 0.4) - wd).max() < 1e-8
+    gaps = [np.linalg.norm(ls_reptile_fixed_point(ts, k, 0.4) - wd) for k in (1, 2, 5, 20)]
+    assert all(b < a for a, b in zip(gaps, gaps[1:]))
+
+
+def test_engine_reptile_update_vanishes_at_closed_form_fixed_point():
+    ts, k, alpha = _plane_tasks(), 5, 0.4
+    loss_fn = make_loss(LinearModel(2).double(), "mse")
+    for w_star, name in ((ls_reptile_fixed_point(ts, k, alpha), "fixed point"), (ls_distance_minimizer(ts), "distance")):
+        phi = {"linear.weight": torch.as_tensor(w_star)[None]}
+        mean_g = tree.mean([meta_gradient("reptile", loss_fn, phi, (t.inputs.expand(k, 1, 2), t.targets.expand(k, 1, 1)), alpha)
+                            for t in ts])
+        size = float(tree.norm(mean_g))
+        if name == "fixed point":
+            assert size < 1e-12, size                               # the expected update is exactly 0 there
+        else:
+            assert size > 1e-4, size                                # but not at the k = infinity point
