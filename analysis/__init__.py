@@ -1,1 +1,21 @@
-"""The theory check: measures the claims of the Reptile paper's section 5 on any LossFn."""
+"""The theory check: measures the claims of the Reptile paper's section 5 on any LossFn.
+
+Public entry points (see each module for shapes and equations):
+
+* ``analysis.hvp(loss_fn, phi, batch, v, method="fwd-rev")`` and :class:`HVPOperator`,
+  ``dense_hessian``, ``hessian_operator``, ``top_eigenvalues``, ``power_iteration``,
+  ``third_derivative`` (module :mod:`analysis.hessian`);
+* :mod:`analysis.taylor`: ``leading_order``, ``second_order``, ``measured``, ``expand``,
+  ``alpha_sweep``, ``slopes``, ``breakdown``;
+* :mod:`analysis.expectations`: ``avg_grad``, ``avg_grad_inner``, ``expected_meta_gradients``,
+  ``monte_carlo``, ``coefficient_table``;
+* :mod:`analysis.closed_forms` (least squares), :mod:`analysis.problems` (embedded problems);
+* :mod:`analysis.verify` and :mod:`analysis.cli` (``reptile verify``).
+"""
+from . import closed_forms, expectations, taylor
+from .expectations import avg_grad, avg_grad_inner, expected_meta_gradients
+from .hessian import HVPOperator, dense_hessian, hessian_operator, hvp, power_iteration, third_derivative, top_eigenvalues
+
+__all__ = ["hvp", "HVPOperator", "dense_hessian", "hessian_operator", "top_eigenvalues", "power_iteration",
+           "third_derivative", "taylor", "expectations", "closed_forms", "avg_grad", "avg_grad_inner",
+           "expected_meta_gradients"]

@@ -209,7 +209,7 @@ class HVPOperator:
         return LinearOperator((self.numel, self.numel), matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
 
 
-def hessian(loss_fn: LossFn, phi: Params, batch: Batch, method: str = "rev-rev", max_numel: int = 6000) -> Tensor:
+def dense_hessian(loss_fn: LossFn, phi: Params, batch: Batch, method: str = "rev-rev", max_numel: int = 6000) -> Tensor:
     """Dense Hessian ``[P, P]`` of ``loss_fn(., batch)`` at ``phi`` in flattened order (small models)."""
     return HVPOperator(loss_fn, phi, batch, method).dense(max_numel)
 

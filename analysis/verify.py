@@ -1,0 +1,172 @@
+"""``reptile verify``: run every check provider, collect the claims, write the report folder.
+
+A provider is a module with ``checks(mode, out_dir, progress) -> list[Claim]`` (see
+:mod:`analysis.claims`). :data:`PROVIDERS` lists them by module name; add a module there to add
+its claims to the table. A provider that raises (or cannot be imported) becomes a failing claim
+``"<module> ran"`` whose detail holds the traceback, so the other providers still report and the
+run still fails.
+
+The report folder (default ``reports/verify``) gets ``report.md`` (the claims table, timings,
+figures and CSV files) and ``claims.csv``, plus whatever each provider writes; every file is
+written atomically (:mod:`analysis.artifacts`).
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from . import artifacts
+from .claims import Claim, check_mode
+
+PROVIDERS: list[str] = [
+    "analysis.taylor_checks",
+    "analysis.expectation_checks",
+]
+
+DEFAULT_OUT = Path("reports/verify")
+
+
+@dataclass
+class ProviderResult:
+    """What one provider returned: its claims and its wall time in seconds."""
+
+    module: str
+    claims: list[Claim]
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of :func:`run_verify`."""
+
+    mode: str
+    out_dir: Path
+    providers: list[ProviderResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [c for p in self.providers for c in p.claims]
+
+    @property
+    def failed(self) -> list[Claim]:
+        return [c for c in self.claims if not c.holds]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _run_provider(module: str, mode: str, out_dir: Path, progress: bool) -> ProviderResult:
+    start = time.perf_counter()
+    try:
+        mod = importlib.import_module(module)
+        claims = list(mod.checks(mode, out_dir, progress))
+        bad = [c for c in claims if not isinstance(c, Claim)]
+        if bad:
+            raise TypeError(f"{module}.checks returned non-Claim items: {bad[:3]}")
+        return ProviderResult(module, claims, time.perf_counter() - start)
+    except Exception as e:  # a crashed provider is a failed claim, reported with its traceback
+        tb = traceback.format_exc()
+        claim = Claim(f"{module} ran", f"crashed: {type(e).__name__}: {e}", "runs to completion", False, tb)
+        return ProviderResult(module, [claim], time.perf_counter() - start, tb)
+
+
+def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progress: bool = False,
+               providers: Sequence[str] | None = None) -> VerifyResult:
+    """Run the providers in ``mode`` (``"quick"``, ``"default"``, ``"full"``) and write the report.
+
+    Args:
+        mode: how much sampling each provider does (quick < 30 s, default < 3 min on 2 CPU cores).
+        out_dir: the report folder (created if needed).
+        progress: show tqdm progress bars on stderr.
+        providers: module names to run instead of :data:`PROVIDERS`.
+    Returns:
+        A :class:`VerifyResult`; nothing is printed.
+    Raises:
+        ValueError: unknown mode or an empty provider list.
+    """
+    check_mode(mode)
+    mods = list(PROVIDERS if providers is None else providers)
+    if not mods:
+        raise ValueError("no check providers to run")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = VerifyResult(mode, out)
+    start = time.perf_counter()
+    for module in mods:
+        result.providers.append(_run_provider(module, mode, out, progress))
+    result.seconds = time.perf_counter() - start
+    write_report(result)
+    return result
+
+
+def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
+    return pd.DataFrame([c.as_row() for c in claims], columns=["name", "measured", "prediction", "holds", "detail"])
+
+
+def format_table(claims: Sequence[Claim], width: int = 60) -> str:
+    """A plain-text table: claim, measured, prediction, holds/FAILS (long cells wrapped)."""
+    import textwrap
+
+    rows = [("claim", "measured", "prediction", "result")]
+    rows += [(c.name, c.measured_text(), c.prediction, "holds" if c.holds else "FAILS") for c in claims]
+    widths = [min(width, max(len(r[i]) for r in rows)) for i in range(3)] + [6]
+    lines = []
+    for j, r in enumerate(rows):
+        cells = [textwrap.wrap(r[i], widths[i]) or [""] for i in range(3)] + [[r[3]]]
+        for li in range(max(len(c) for c in cells)):
+            lines.append("  ".join((c[li] if li < len(c) else "").ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def write_report(result: VerifyResult) -> None:
+    """Write ``claims.csv`` and ``report.md`` into ``result.out_dir`` (atomically)."""
+    out = result.out_dir
+    artifacts.write_csv(out / "claims.csv", claims_frame(result.claims))
+    n_fail = len(result.failed)
+    lines = [
+        "# reptile verify: the Reptile paper's Taylor-series claims, measured",
+        "",
+        f"Mode `{result.mode}`, {len(result.claims)} claims, "
+        + (f"**{n_fail} failed**." if n_fail else "all hold.")
+        + f" Total {result.seconds:.1f} s on {platform.machine()} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads).",
+        "",
+        "| claim | measured | prediction | result |",
+        "|---|---|---|---|",
+    ]
+    for c in result.claims:
+        lines.append(f"| {_md_escape(c.name)} | {_md_escape(c.measured_text())} | {_md_escape(c.prediction)} | "
+                     f"{'holds' if c.holds else '**FAILS**'} |")
+    lines += ["", "## Timings", "", "| provider | seconds | claims |", "|---|---|---|"]
+    for p in result.providers:
+        lines.append(f"| `{p.module}` | {p.seconds:.1f} | {len(p.claims)} |")
+    lines += ["", "## Details", ""]
+    for c in result.claims:
+        detail = c.detail if len(c.detail) < 4000 else c.detail[:4000] + " ..."
+        if "\n" in detail:
+            lines += [f"- **{c.name}**:", "", "```", detail.rstrip(), "```", ""]
+        else:
+            lines.append(f"- **{c.name}**: {detail}")
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    csvs = sorted(p.name for p in out.glob("*.csv"))
+    if pngs:
+        lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in pngs]
+    lines += ["", "## Data", ""] + [f"- [{name}]({name})" for name in csvs]
+    artifacts.write_text(out / "report.md", "\n".join(lines) + "\n")
