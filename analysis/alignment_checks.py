@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +30,7 @@ from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
 from reptile.types import LossFn, Params
 
+from . import artifacts
 from .alignment import AlignmentCallback
 
 ALGORITHMS = ("reptile", "fomaml", "maml", "joint")
@@ -57,32 +57,29 @@ def run_alignment_experiment(algorithms: Sequence[str] = ALGORITHMS, iterations:
 
     Returns:
         ``{algorithm: [row, ...]}``, one row per measurement (iteration 0 included) with keys
-        ``iteration``, ``seconds`` (training time so far) and the :data:`METRICS`.
+        ``iteration`` and the :data:`METRICS`.
         With ``out_dir``, each run also writes ``out_dir/<algorithm>/metrics.csv`` (the trainer's
         long format) and ``out_dir/alignment.csv`` gathers all rows in long format
         ``algorithm,iteration,metric,value``.
     """
     loss_fn, phi0, sampler = sine_setup(seed, hidden)
     probe = AlignmentCallback(loss_fn, sampler, every=every, n_tasks=n_probe, seed=10_000 + seed)
-    first = {"iteration": 0.0, "seconds": 0.0, **{m: v for m, v in _strip(probe(0, phi0)).items()}}
+    first = {"iteration": 0.0, **_strip(probe(0, phi0))}
     out: dict[str, list[dict[str, float]]] = {}
     for alg in algorithms:
         cfg = TrainConfig(algorithm=alg, iterations=iterations, seed=seed, log_every=every,
                           checkpoint_every=max(iterations, 1), keep_checkpoints=1)
         run_dir = None if out_dir is None else Path(out_dir) / alg
+        if run_dir is not None and (run_dir / "metrics.csv").exists():
+            (run_dir / "metrics.csv").unlink()          # the trainer appends; start each run afresh
         trainer = MetaTrainer(loss_fn, phi0, sampler, cfg, out_dir=run_dir, callbacks=[probe])
-        tic = time.perf_counter()
         res = trainer.run(progress=progress)
-        elapsed = time.perf_counter() - tic
-        rows = [dict(first)]
-        for h in res.history:
-            if "align_within_cos" in h:
-                rows.append({"iteration": float(h["iteration"]), "seconds": elapsed * h["iteration"] / iterations,
-                             **_strip(h)})
-        out[alg] = rows
-        if run_dir is not None:  # the checkpoint is not needed for the analysis; keep the folder small
+        out[alg] = [dict(first)] + [{"iteration": float(h["iteration"]), **_strip(h)}
+                                    for h in res.history if "align_within_cos" in h]
+        if run_dir is not None:  # the final checkpoint is not needed for the analysis; keep the folder small
             for p in (run_dir / "checkpoints").glob("*"):
                 p.unlink()
+            (run_dir / "checkpoints").rmdir()
     if out_dir is not None:
         write_long_csv(out, Path(out_dir) / "alignment.csv")
     return out
@@ -94,13 +91,15 @@ def _strip(row: dict[str, float]) -> dict[str, float]:
 
 def write_long_csv(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     """``algorithm,iteration,metric,value`` rows for every measurement."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["algorithm", "iteration", "metric", "value"])
-        for alg, rows in results.items():
-            for r in rows:
-                w.writerows([alg, int(r["iteration"]), m, repr(r[m])] for m in METRICS)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["algorithm", "iteration", "metric", "value"])
+            for alg, rows in results.items():
+                for r in rows:
+                    w.writerows([alg, int(r["iteration"]), m, repr(r[m])] for m in METRICS)
+
+    artifacts.write_atomic(path, write)
 
 
 def summarize(results: dict[str, list[dict[str, float]]], metric: str = "within_cos") -> dict[str, dict[str, float]]:

@@ -115,3 +115,17 @@ def test_callback_logs_to_metrics_csv(tmp_path):
     assert (3, "align_within_cos") not in logged
     vals = [float(r["value"]) for r in rows if r["metric"] == "align_within_cos"]
     assert all(-1.0 <= v <= 1.0 for v in vals)
+
+
+def test_alignment_experiment_writes_its_files(tmp_path):
+    from analysis.alignment_checks import run_alignment_experiment, summarize
+    res = run_alignment_experiment(("reptile", "joint"), iterations=4, every=2, n_probe=2, hidden=(4, 4), out_dir=tmp_path)
+    assert [r["iteration"] for r in res["reptile"]] == [0.0, 2.0, 4.0]
+    assert res["reptile"][0] == res["joint"][0]                   # same start, same probe tasks
+    with (tmp_path / "alignment.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["algorithm"] for r in rows} == {"reptile", "joint"} and len(rows) == 2 * 3 * 7
+    assert (tmp_path / "reptile" / "metrics.csv").exists()
+    assert not (tmp_path / "reptile" / "checkpoints").exists()
+    s = summarize(res)
+    assert s["joint"]["start"] == s["reptile"]["start"]

@@ -171,3 +171,13 @@ def test_engine_reptile_update_vanishes_at_closed_form_fixed_point():
             assert size < 1e-12, size                               # the expected update is exactly 0 there
         else:
             assert size > 1e-4, size                                # but not at the k = infinity point
+
+
+def test_verify_provider_quick_claims_hold(tmp_path):
+    from analysis.claims import Claim
+    from analysis.manifold_checks import checks
+    claims = checks("quick", tmp_path, False)
+    assert claims and all(isinstance(c, Claim) for c in claims)
+    assert [c.name for c in claims if not c.holds] == []
+    assert (tmp_path / "manifolds_reptile_vs_projection.csv").exists()
+    assert (tmp_path / "manifolds_fixed_points.csv").exists()
