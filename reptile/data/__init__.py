@@ -10,17 +10,26 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from reptile.data.episodes import Episode, sample_episode
+from reptile.data.episodes import Episode, contact_sheet, sample_episode
+from reptile.data.glyphs import build_glyphs, glyph_stats, load_glyphs
 from reptile.data.images import ImageClassDataset, ImageLoadError, images_to_tensor, load_image, rotate_classes
+from reptile.data.miniimagenet import load_miniimagenet
+from reptile.data.omniglot import load_omniglot
 
 __all__ = [
     "DATASETS",
     "Episode",
     "ImageClassDataset",
     "ImageLoadError",
+    "build_glyphs",
+    "contact_sheet",
+    "glyph_stats",
     "images_to_tensor",
     "load_dataset",
+    "load_glyphs",
     "load_image",
+    "load_miniimagenet",
+    "load_omniglot",
     "rotate_classes",
     "sample_episode",
 ]
@@ -49,8 +58,6 @@ def load_dataset(
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key == "glyphs":
-        from reptile.data.glyphs import load_glyphs
-
         return load_glyphs(seed=seed, cache_dir=data_dir, **kwargs)
     if key in ("omniglot", "miniimagenet"):
         if data_dir is None:
@@ -59,10 +66,6 @@ def load_dataset(
                 f"(see docs/data.md for the expected layout)"
             )
         if key == "omniglot":
-            from reptile.data.omniglot import load_omniglot
-
             return load_omniglot(data_dir, seed=seed, **kwargs)
-        from reptile.data.miniimagenet import load_miniimagenet
-
         return load_miniimagenet(data_dir, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -46,7 +46,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -557,9 +557,19 @@ class GlyphArchive:
         """``"<Script>/U+XXXX"`` for each character."""
         return [f"{s}/U+{cp:04X}" for s, cp in zip(self.script_names, self.codepoints.tolist())]
 
-    def to_dataset(self) -> ImageClassDataset:
-        """All characters as one dataset: float32 ``[n_instances, 28, 28]`` per class, ink 0."""
-        imgs = self.images.astype(np.float32) / np.float32(255.0)
+    def to_dataset(self, dtype: Literal["float32", "uint8"] = "float32") -> ImageClassDataset:
+        """All characters as one dataset: ``[n_instances, 28, 28]`` per class, ink 0.
+
+        ``dtype="float32"`` gives values in [0, 1] (4 bytes a pixel: about 370 MB for the full
+        Noto set); ``"uint8"`` keeps 0..255 (a quarter of that), converted when tensors are made.
+        """
+        if dtype == "uint8":
+            imgs = self.images
+        elif dtype == "float32":
+            imgs = self.images.astype(np.float32)
+            imgs *= np.float32(1.0 / 255.0)
+        else:
+            raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
         return ImageClassDataset(
             images=list(imgs), class_names=self.class_names(), groups=list(self.script_names)
         )
@@ -851,6 +861,7 @@ def load_glyphs(
     augment_rotations: bool = False,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = False,
+    dtype: Literal["float32", "uint8"] = "float32",
     **config_overrides: Any,
 ) -> dict[str, ImageClassDataset]:
     """The glyph set split by script into meta-train, validation and meta-test.
@@ -861,6 +872,8 @@ def load_glyphs(
         augment_rotations: add 90/180/270-degree rotations of each training character as new
             classes (the Omniglot protocol of MAML/Reptile; training split only).
         fractions: share of characters for (train, val, test).
+        dtype: ``"float32"`` (values in [0, 1]) or ``"uint8"`` (0..255, a quarter of the memory;
+            the episode sampler converts to float in [0, 1]).
         **config_overrides: :class:`GlyphConfig` fields, e.g. ``max_chars_per_script=10``.
 
     Returns:
@@ -868,7 +881,7 @@ def load_glyphs(
         classes (ink 0, background 1), class names ``"<Script>/U+XXXX"``, groups = script names.
     """
     archive = build_glyphs(seed, cache_dir, rebuild, fonts, progress=progress, **config_overrides)
-    return split_archive(archive, seed, fractions, augment_rotations)
+    return split_archive(archive, seed, fractions, augment_rotations, dtype)
 
 
 def split_archive(
@@ -876,13 +889,14 @@ def split_archive(
     seed: int,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     augment_rotations: bool = False,
+    dtype: Literal["float32", "uint8"] = "float32",
 ) -> dict[str, ImageClassDataset]:
     """Split a :class:`GlyphArchive` by script (see :func:`load_glyphs`)."""
     sizes: dict[str, int] = {}
     for s in archive.script_names:
         sizes[s] = sizes.get(s, 0) + 1
     assignment = split_scripts(sizes, seed, fractions)
-    full = archive.to_dataset()
+    full = archive.to_dataset(dtype)
     out: dict[str, ImageClassDataset] = {}
     for split, scripts in assignment.items():
         wanted = set(scripts)
