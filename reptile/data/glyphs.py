@@ -14,10 +14,11 @@ renders a stand-in with the same shape:
   not ``a``), glyphs that render empty or as the font's ``.notdef`` box, and glyphs whose clean
   28x28 rendering is almost identical to an earlier glyph of the same script;
 * 20 instances per character, different the way Omniglot's 20 drawers are: the font face (every
-  installed face that covers the script: Sans/Serif/Display/Kufi/Naskh..., regular/bold/italic),
-  stroke width (grey dilation/erosion), an affine jitter (rotation, shear, scale, aspect,
-  translation) and a mild elastic wobble (a smooth random displacement field, applied with
-  ``scipy.ndimage.map_coordinates`` together with the affine map);
+  installed face that covers the script: Sans/Serif/Kufi/Naskh/Looped..., regular/bold/italic),
+  stroke width (the face's weight, then a grey dilation by 0.5 or 1 output pixel), an affine
+  jitter (rotation, shear, scale, aspect, translation) and a mild elastic wobble (a smooth random
+  displacement field, applied with ``scipy.ndimage.map_coordinates`` together with the affine
+  map, at twice the resolution and then averaged down);
 * images are 28x28 float32 in [0, 1], ink 0.0 on background 1.0 (uint8 in the cache);
 * the split is by script (alphabet) into meta-train / validation / meta-test, seeded, so test
   tasks are new characters of new scripts (Omniglot's background/evaluation alphabets are split
@@ -40,7 +41,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Sequence
