@@ -29,6 +29,7 @@ from .claims import Claim, check_mode
 PROVIDERS: list[str] = [
     "analysis.taylor_checks",
     "analysis.expectation_checks",
+    "analysis.manifold_checks", "analysis.alignment_checks",
 ]
 
 DEFAULT_OUT = Path("reports/verify")
