@@ -10,7 +10,7 @@ cosine, (c) the across-task cosine (pairs of minibatches of different tasks, the
 
 Setup: MLP 1-64-64-1 tanh, k = 5 minibatches of 10 points, SGD inner step 0.02. To compare the
 directions and not the step lengths (FOMAML's update is one inner step, Reptile's k), every
-algorithm hands its update to the same outer optimizer (Adam, 1e-3 annealed to 0), meta-batch 1.
+algorithm hands its update to the same outer optimizer (Adam, 2e-3 annealed to 0), meta-batch 1.
 MAML is exact second order through its 4 inner steps; joint training takes the gradient of the
 task's loss at phi (``reptile.algorithms`` "joint").
 
@@ -35,10 +35,10 @@ from reptile.train import MetaTrainer, TrainConfig
 NAME = "alignment"
 ALGORITHMS = ("reptile", "fomaml", "maml", "joint")
 SETTINGS = {
-    "full": dict(sizes=(1, 64, 64, 1), iterations=2000, every=100, probe_tasks=20),
+    "full": dict(sizes=(1, 64, 64, 1), iterations=1000, every=50, probe_tasks=20),
     "fast": dict(sizes=(1, 8, 8, 1), iterations=6, every=3, probe_tasks=3),
 }
-K, BATCH, INNER_LR, OUTER_LR = 5, 10, 0.02, 1e-3
+K, BATCH, INNER_LR, OUTER_LR = 5, 10, 0.02, 2e-3
 PANELS = [("align_within_dot", r"within task: $E[\bar g_1 \cdot \bar g_2]$", "(a) within-task inner product"),
           ("align_within_cos", "within task: mean cosine", "(b) within-task cosine"),
           ("align_across_cos", "across tasks: mean cosine", "(c) across-task cosine (baseline)")]

@@ -29,7 +29,7 @@ from reptile.train import TrainConfig
 NAME = "gradient_combinations"
 N_WAY, TRAIN_SHOTS, EVAL_SHOTS, BATCH, MAX_M = 5, 20, 5, 25, 4
 SETTINGS = {
-    "full": dict(scale=Scale(filters=32, iterations=400, eval_every=100, eval_tasks=40, test_shots=5),
+    "full": dict(scale=Scale(filters=32, iterations=300, eval_every=100, eval_tasks=40, test_shots=5),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=5),
     "fast": dict(scale=Scale(filters=8, iterations=4, eval_every=2, eval_tasks=3, test_shots=1, dataset="glyphs-small"),
                  inner_lr=0.05, outer_lr=0.5, eval_steps=2),
