@@ -28,7 +28,6 @@ from reptile.losses import make_loss, params_of
 from reptile.models import MLP
 from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
-from reptile.types import LossFn, Params
 
 from . import artifacts
 from .alignment import AlignmentCallback

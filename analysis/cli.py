@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"reptile verify: {e}", file=sys.stderr)
         return 2
-    print(format_table(result.claims))
+    print(format_table(result.claims, width=48))
     print()
     timing = ", ".join(f"{p.module.split('.')[-1]} {p.seconds:.1f} s" for p in result.providers)
-    print(f"{len(result.claims)} claims, {len(result.failed)} failed; mode {mode}, {result.seconds:.1f} s "
-          f"({timing}); report in {result.out_dir / 'report.md'}")
+    print(f"{len(result.claims)} claims, {len(result.failed)} failed; mode {mode}, {result.seconds:.1f} s wall, "
+          f"{result.cpu_seconds:.1f} s CPU ({timing}); report in {result.out_dir / 'report.md'}")
     if result.failed:
         print("FAILED: " + "; ".join(c.name for c in result.failed), file=sys.stderr)
         for c in result.failed:

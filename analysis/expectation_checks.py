@@ -31,7 +31,7 @@ from .stats import compare
 # second); the sine MLP costs ~15 ms per sample at k = 2 and ~50 ms at k = 3 on 2 CPU cores.
 CONFIG = {
     "quick": dict(ls=[(2, 400), (3, 400)], sine=[(2, 60)]),
-    "default": dict(ls=[(2, 2000), (3, 2000), (5, 2000)], sine=[(2, 300), (3, 120)]),
+    "default": dict(ls=[(2, 2000), (3, 2000), (5, 2000)], sine=[(2, 400), (3, 200)]),
     "full": dict(ls=[(2, 8000), (3, 8000), (5, 8000)], sine=[(2, 1000), (3, 400), (5, 120)]),
 }
 LS_BATCH, SINE_BATCH = 5, 10
@@ -43,7 +43,9 @@ LS_BATCH, SINE_BATCH = 5, 10
 ALPHA = 1e-4
 ALPHA_2 = 1e-3
 LS_EXTRA_ALPHAS = (1e-2,)
-CONVERGENCE_TOL = 0.01   # relative deviation of the symmetrized coefficient at ALPHA (O(alpha) ~ 0.3 %)
+# relative deviation of the symmetrized coefficient at ALPHA allowed per unit of k: it is
+# O(alpha k lambda), measured 0.3 % (k = 2) and 0.6 % (k = 3) on sine waves
+CONVERGENCE_TOL_PER_K = 0.005
 N_SE = 3.0               # "within 3 standard errors": 0.3 % false alarms per comparison
 EXACT_TOL = 1e-10        # relative, sample-by-sample closed forms (float64 rounding ~1e-15)
 SEED = 2024
@@ -147,13 +149,14 @@ def _convergence_claim(label: str, table: pd.DataFrame) -> Claim:
     dev1 = (a1.inner_coef / a1.inner_coef_paper - 1).abs()
     dev2 = (a2.inner_coef / a2.inner_coef_paper - 1).abs()
     worst1, worst2 = float(dev1.max()), float(dev2.max())
+    tol = pd.Series([CONVERGENCE_TOL_PER_K * k for _, k in dev1.index], index=dev1.index)
     # O(alpha): ten times smaller alpha, about ten times smaller deviation (exactly zero where the
     # first-order expansion is exact, e.g. least squares FOMAML/Reptile with k = 2)
     shrinks = bool(((dev1 <= dev2 / 5) | (dev1 <= 1e-9)).all())
     return Claim(f"Symmetrized AvgGradInner coefficient -> paper's as alpha -> 0 ({label})",
                  f"max relative deviation {worst1:.2%} at alpha={ALPHA:g}, {worst2:.2%} at {ALPHA_2:g}",
-                 f"O(alpha): <= {CONVERGENCE_TOL:.0%} at alpha={ALPHA:g}, ~10x smaller than at {ALPHA_2:g}",
-                 worst1 <= CONVERGENCE_TOL and shrinks,
+                 f"O(alpha): <= {CONVERGENCE_TOL_PER_K:.1%} x k at alpha={ALPHA:g}, ~10x smaller than at {ALPHA_2:g}",
+                 bool((dev1 <= tol).all()) and shrinks,
                  "regressing on the symmetrized (grad_dot) AvgGradInner, the first-order part of each "
                  "order-averaged sample matches exactly, so what is left is the O(alpha) relative truncation; "
                  "its error bars are tiny and do not cover it, hence a convergence check rather than a z-test; "

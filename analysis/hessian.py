@@ -153,8 +153,9 @@ class HVPOperator:
         if method == "fwd-rev":
             try:
                 with warnings.catch_warnings():
-                    # torch's const-folding pass inside linearize warns about an internal detail
+                    # torch's tracing inside linearize warns about its own internals
                     warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+                    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
                     self.grad, self._lin = linearize(gfun, phi)
                 self._apply = lambda v: self._lin(v)
                 return

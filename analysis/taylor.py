@@ -227,17 +227,30 @@ def second_order(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
 
 
 def measured(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
-             weights: Sequence[float] | None = None, k: int | None = None) -> dict[str, Params]:
+             weights: Sequence[float] | None = None, k: int | None = None,
+             reptile: str = "difference") -> dict[str, Params]:
     """The exact meta-gradients (``reptile.algorithms.meta_gradient``), keys as :func:`leading_order`.
 
     MAML/FOMAML with k take k-1 steps and evaluate the k-th minibatch; Reptile takes k steps.
+
+    Args:
+        reptile: ``"difference"`` computes g_Reptile as ``(phi_1 - phi_{k+1}) / alpha`` (the
+            algorithm's definition); ``"sum"`` as ``g_1 + ... + g_k`` (the same number for SGD,
+            without the cancellation that costs ~eps |phi| / alpha -- about 1e-11 at alpha = 3e-5,
+            enough to flatten a second-order residual there).
     """
     alpha = check_alpha(alpha)
     check_params(phi)
     kk = check_k(batches, k)
     w = check_weights(weights, kk)
+    if reptile not in ("difference", "sum"):
+        raise ValueError(f"reptile must be 'difference' or 'sum', got {reptile!r}")
     f = scalar_loss(loss_fn)
-    out = {name: meta_gradient(name, f, phi, batches, alpha) for name in ALGORITHMS}
+    out = {name: meta_gradient(name, f, phi, batches, alpha) for name in ("maml", "fomaml")}
+    if reptile == "difference":
+        out["reptile"] = meta_gradient("reptile", f, phi, batches, alpha)
+    else:
+        out["reptile"] = meta_gradient("combination", f, phi, batches, alpha, weights=[1.0] * kk)
     if w is not None:
         out["combination"] = meta_gradient("combination", f, phi, batches, alpha, weights=w)
     return out
@@ -264,7 +277,7 @@ def fit_slope(alphas: Sequence[float], values: Sequence[float]) -> tuple[float, 
 def alpha_sweep(loss_fn: LossFn, phi: Params, batches: Batch, alphas: Iterable[float], *,
                 ks: Sequence[int] | None = None, orders: Sequence[int] = (1, 2),
                 weights: Sequence[float] | None = None, fit_range: tuple[float, float] | None = None,
-                callback: Callable[[], None] | None = None) -> pd.DataFrame:
+                reptile: str = "sum", callback: Callable[[], None] | None = None) -> pd.DataFrame:
     """Residuals ``|measured - prediction|`` over alpha, with the fitted log-log slope.
 
     Args:
@@ -274,6 +287,8 @@ def alpha_sweep(loss_fn: LossFn, phi: Params, batches: Batch, alphas: Iterable[f
         orders: which predictions to compare (1 = the paper's, 2 = with alpha^2 terms).
         weights: also sweep the combination ``sum_i w_i g_i`` (needs a single k = len(weights)).
         fit_range: fit the slope on alphas within ``[lo, hi]`` only (default: all).
+        reptile: how g_Reptile is measured (see :func:`measured`); ``"sum"`` by default so that
+            rounding does not floor the residuals at small alpha.
         callback: called once per (k, alpha) evaluation (progress bars).
     Returns:
         One row per (k, algorithm, order, alpha) with columns ``k, algorithm, order, alpha,
@@ -299,7 +314,7 @@ def alpha_sweep(loss_fn: LossFn, phi: Params, batches: Batch, alphas: Iterable[f
         exp = expand(loss_fn, phi, sub, max(max(orders), 1))
         names = list(ALGORITHMS) + (["combination"] if weights is not None else [])
         for alpha in alphas_arr:
-            meas = measured(loss_fn, phi, sub, float(alpha), weights=weights)
+            meas = measured(loss_fn, phi, sub, float(alpha), weights=weights, reptile=reptile)
             for name in names:
                 mnorm = float(tree.norm(meas[name]))
                 for order in orders:
@@ -340,7 +355,8 @@ def breakdown(sweep: pd.DataFrame, threshold: float = 0.1, order: int = 1) -> pd
     rows = []
     for (k, name), g in sweep[sweep.order == order].groupby(["k", "algorithm"]):
         g = g.sort_values("alpha")
-        a, e = g.alpha.to_numpy(), g.relative_error.to_numpy()
+        a, e = g.alpha.to_numpy(), g.relative_error.to_numpy(dtype=float)
+        e = np.where(np.isfinite(e), e, np.inf)           # a diverged inner loop counts as inaccurate
         above = np.nonzero(e > threshold)[0]
         if above.size == 0:
             rows.append(dict(k=k, algorithm=name, alpha=np.nan, alpha_k=np.nan, status="not reached"))
@@ -350,6 +366,6 @@ def breakdown(sweep: pd.DataFrame, threshold: float = 0.1, order: int = 1) -> pd
             rows.append(dict(k=k, algorithm=name, alpha=a[0], alpha_k=a[0] * k, status="below range"))
             continue
         x0, x1, y0, y1 = np.log(a[i - 1]), np.log(a[i]), np.log(max(e[i - 1], 1e-300)), np.log(e[i])
-        x = x0 + (np.log(threshold) - y0) * (x1 - x0) / (y1 - y0) if y1 != y0 else x1
+        x = x0 + (np.log(threshold) - y0) * (x1 - x0) / (y1 - y0) if np.isfinite(y1) and y1 != y0 else x1
         rows.append(dict(k=k, algorithm=name, alpha=float(np.exp(x)), alpha_k=float(np.exp(x)) * k, status="crossed"))
     return pd.DataFrame(rows, columns=["k", "algorithm", "alpha", "alpha_k", "status"])
