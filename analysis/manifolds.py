@@ -114,10 +114,12 @@ def task_data(task: object, data: Batch | None = None) -> Batch:
 
 # -- exact: least squares -------------------------------------------------------------------------
 def exact_projection(task: LeastSquaresTask, phi: Params | Tensor, loss_fn: LossFn | None = None) -> Projection:
-    """Closed-form ``P_W(phi)`` for an underdetermined (or square) least-squares task.
+    """Closed-form ``P_W(phi)`` onto the minimizers of a least-squares task's loss.
 
-    ``W = {w : A w = y} = p + span(B)`` with ``p = pinv(A) y`` and ``B[d, d-m]`` an orthonormal
-    basis of ``null(A)``; ``P_W(w) = p + B B^T (w - p)`` (equivalently ``w - pinv(A)(A w - y)``).
+    ``W = p + null(A)`` with ``p = pinv(A) y`` and ``B`` an orthonormal basis of ``null(A)``;
+    ``P_W(w) = p + B B^T (w - p)``. When ``A`` has full row rank (underdetermined, m <= d) ``W`` is
+    ``{w : A w = y}`` (optimal loss 0) and ``P_W(w) = w - pinv(A)(A w - y)``; when ``A`` has full
+    column rank (overdetermined) ``W = {p}``, the unique least-squares solution, with a positive loss.
 
     Args:
         task: the least-squares task (``inputs[m, d]``, ``targets[m, 1]``).
@@ -126,8 +128,7 @@ def exact_projection(task: LeastSquaresTask, phi: Params | Tensor, loss_fn: Loss
         loss_fn: if given, the full-task loss at the projection is reported through it; else the
             mean squared residual ``mean((A w - y)^2)`` is.
     Raises:
-        ValueError: ``phi`` does not have ``d`` entries, or the system is overdetermined and
-            inconsistent (then ``W`` is not ``{A w = y}``: use ``method="lbfgs"``).
+        ValueError: ``phi`` does not have ``d`` entries.
     """
     params, bare = _as_params(phi)
     d = task.inputs.shape[1]
@@ -137,10 +138,6 @@ def exact_projection(task: LeastSquaresTask, phi: Params | Tensor, loss_fn: Loss
     sub = task.solution_set()
     p64, b64 = sub.point.double(), sub.basis.double()
     a64, y64 = task.inputs.double(), task.targets.double()[:, 0]
-    resid_p = torch.linalg.vector_norm(a64 @ p64 - y64)
-    if float(resid_p) > 1e-8 * (1.0 + float(torch.linalg.vector_norm(y64))):
-        raise ValueError("the least-squares task has no exact solution (overdetermined and inconsistent); "
-                         "its solution set is the least-squares minimizer: use an approximate projection")
     w = tree.flatten(_f64(params))
     proj = p64 + b64 @ (b64.T @ (w - p64))
     dist = float(torch.linalg.vector_norm(w - proj))

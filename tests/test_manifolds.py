@@ -60,13 +60,22 @@ def test_exact_projection_matches_closed_forms_and_is_idempotent(ls):
         assert distance(t, phi) == pytest.approx(proj.distance, abs=1e-14)
 
 
+def test_overdetermined_task_projects_onto_its_least_squares_solution():
+    # m > d with noise: no exact solution; W is the single least-squares minimizer pinv(A) y
+    t = LeastSquaresTaskDistribution(dim=3, n_points=8, noise=1.0).sample(np.random.default_rng(1))
+    a, y = t.inputs.numpy(), t.targets.numpy()[:, 0]
+    w = np.array([0.3, -1.0, 2.0])
+    proj = solution_projection(t, torch.as_tensor(w))
+    ref = scipy.linalg.lstsq(a, y)[0]
+    assert np.abs(proj.point.numpy() - ref).max() < 1e-10        # 8x3 Gaussian system, cond ~ 3: rounding only
+    assert proj.distance == pytest.approx(np.linalg.norm(w - ref), abs=1e-12)
+    assert proj.loss == pytest.approx(np.mean((a @ ref - y) ** 2), rel=1e-10) and proj.loss > 0.01
+
+
 def test_exact_projection_rejects_bad_input(ls):
     tasks, _, phi = ls
     with pytest.raises(ValueError, match="entries"):
         solution_projection(tasks[0], {"w": torch.zeros(D + 1, dtype=torch.float64)})
-    over = LeastSquaresTaskDistribution(dim=3, n_points=8, noise=1.0).sample(np.random.default_rng(1))
-    with pytest.raises(ValueError, match="no exact solution"):
-        solution_projection(over, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="least-squares"):
         solution_projection(object(), phi, method="exact")
     with pytest.raises(ValueError, match="loss_fn"):
