@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch.func import grad
+from torch.func import grad, grad_and_value
 
 from . import tree
 from .inner import SGD, Adam, State, adapt, check_batches, check_lr
@@ -82,12 +82,18 @@ def meta_gradient(name: str, loss_fn: LossFn, phi: Params, batches: Batch, alpha
     if name == "maml":
         return grad(maml_outer_loss, argnums=1)(loss_fn, phi, batches, opt)
     if name == "joint":
-        x, y = batches
-        return tree.weighted_sum([grad(loss_fn)(phi, (x[i], y[i])) for i in range(k)], [1.0] * k)
+        return _joint(loss_fn, phi, batches)[0]
     if weights is None or len(weights) != k:
         raise ValueError(f"'combination' needs k = {k} weights w_1..w_k, got "
                          f"{None if weights is None else len(weights)}")
     return tree.weighted_sum(adapt(loss_fn, phi, batches, opt, keep=True).grads, weights)
+
+
+def _joint(loss_fn: LossFn, phi: Params, batches: Batch) -> tuple[Params, torch.Tensor]:
+    """``gbar_1 + ... + gbar_k`` (all at phi) and the losses ``L_i(phi)``, ``[k]``."""
+    x, y = batches
+    out = [grad_and_value(loss_fn)(phi, (x[i], y[i])) for i in range(len(x))]
+    return tree.weighted_sum([g for g, _ in out], [1.0] * len(out)), torch.stack([v.detach() for _, v in out])
 
 
 def tree_detach_state(state: State) -> State:
@@ -115,11 +121,10 @@ def meta_update(name: str, loss_fn: LossFn, phi: Params, batches: Batch, optimiz
         g, (new_state, losses) = grad(_maml_loss_and_aux, argnums=1, has_aux=True)(
             loss_fn, phi, batches, optimizer, state)
         return tree.scale(g, optimizer.lr), tree_detach_state(new_state), losses
-    traj = adapt(loss_fn, phi, batches, optimizer, state, keep=True)
     if name == "joint":
-        g = meta_gradient("joint", loss_fn, phi, batches, optimizer.lr)
-    else:
-        if weights is None or len(weights) != k:
-            raise ValueError(f"'combination' needs k = {k} weights, got {None if weights is None else len(weights)}")
-        g = tree.weighted_sum(traj.grads, weights)
-    return tree.scale(g, optimizer.lr), traj.state, traj.losses
+        g, losses = _joint(loss_fn, phi, batches)
+        return tree.scale(g, optimizer.lr), state if state is not None else optimizer.init(phi), losses
+    if weights is None or len(weights) != k:
+        raise ValueError(f"'combination' needs k = {k} weights, got {None if weights is None else len(weights)}")
+    traj = adapt(loss_fn, phi, batches, optimizer, state, keep=True)
+    return tree.scale(tree.weighted_sum(traj.grads, weights), optimizer.lr), traj.state, traj.losses
