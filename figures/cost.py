@@ -6,12 +6,15 @@ Omniglot CNN (64 filters, 5-way, 28x28 inputs, minibatches of 10 as in Table 3),
 differentiates through the inner loop, so it keeps every inner step's activations alive: its
 memory grows linearly with k while FOMAML's and Reptile's stay flat.
 
-Measures (CPU, one thread): wall time is the median of several repetitions after a warm-up.
-Memory is the peak of the running total of tensor allocations and frees recorded by
-``torch.profiler`` (``profile_memory=True``) during one meta-gradient, in time order -- memory
-the computation itself allocates, not the process's resident set (parameters and inputs that
-exist beforehand are not counted). When the benchmarks package offers its own measurement this
-figure should be read beside it.
+Measures (CPU, one thread), taken with the benchmarks package's functions when it is present
+(``benchmarks.common.compare``: interleaved rounds after a warm-up, medians of CPU time
+``time.process_time`` -- which other users' jobs on a shared machine do not inflate -- and of the
+paired ratio to Reptile at the same k; ``benchmarks.bench_memory.peak_alloc_bytes``), else with
+the equivalent fallbacks below (median wall and CPU time after a warm-up). Memory is the peak of
+the running total of tensor allocations and frees recorded by ``torch.profiler``
+(``profile_memory=True``) during one meta-gradient, in time order -- memory the computation
+itself allocates, not the process's resident set (parameters and inputs that exist beforehand
+are not counted). ``python -m benchmarks`` also reports the resident-set growth.
 
 Run: ``python -m figures.cost [--fast] [--out DIR]``.
 """
@@ -35,12 +38,12 @@ from reptile.models import OmniglotCNN
 NAME = "cost"
 ALGORITHMS = ("maml", "fomaml", "reptile")
 SETTINGS = {
-    "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=3),
+    "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=5),
     "fast": dict(filters=8, batch=5, ks=(2, 3), reps=1),
 }
 
 
-def peak_allocated_bytes(fn: Callable[[], object]) -> int:
+def _peak_allocated_bytes(fn: Callable[[], object]) -> int:
     """Peak of the running sum of allocations minus frees that ``torch.profiler`` records while ``fn`` runs."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -51,14 +54,34 @@ def peak_allocated_bytes(fn: Callable[[], object]) -> int:
     return int(peak)
 
 
-def median_seconds(fn: Callable[[], object], reps: int) -> float:
-    fn()  # warm-up
-    times = []
+def _timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
+    """``{name: (median wall s, median cpu s, median cpu ratio to reptile)}`` (fallback of benchmarks.common.compare)."""
+    for fn in cands.values():
+        fn()  # warm-up
+    wall: dict[str, list[float]] = {n: [] for n in cands}
+    cpu: dict[str, list[float]] = {n: [] for n in cands}
     for _ in range(reps):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times))
+        for n, fn in cands.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            wall[n].append(time.perf_counter() - w0)
+            cpu[n].append(time.process_time() - c0)
+    ratio = {n: float(np.median(np.asarray(cpu[n]) / np.asarray(cpu["reptile"]))) for n in cands}
+    return {n: (float(np.median(wall[n])), float(np.median(cpu[n])), ratio[n]) for n in cands}
+
+
+try:  # the benchmarks package's own measurements, when it is there
+    from benchmarks.bench_memory import peak_alloc_bytes as peak_allocated_bytes
+    from benchmarks.common import compare as _compare
+
+    def timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
+        res = _compare(cands, "reptile", reps, warmup=1)
+        return {n: (t.wall_s, t.cpu_s, t.ratio_cpu) for n, t in res.items()}
+
+    SOURCE = "benchmarks.common.compare + benchmarks.bench_memory.peak_alloc_bytes"
+except ImportError:  # pragma: no cover - depends on the checkout
+    peak_allocated_bytes, timings = _peak_allocated_bytes, _timings
+    SOURCE = "figures.cost fallbacks"
 
 
 def run(fast: bool) -> pd.DataFrame:
@@ -72,14 +95,16 @@ def run(fast: bool) -> pd.DataFrame:
     rows = []
     for k in s["ks"]:
         batches = (xs[:k], ys[:k])
+        cands = {n: (lambda n=n: meta_gradient(n, loss_fn, phi, batches, 0.01)) for n in ALGORITHMS}
+        times = timings(cands, s["reps"])
         for name in ALGORITHMS:
-            def fn(name: str = name) -> object:
-                return meta_gradient(name, loss_fn, phi, batches, 0.01)
-            rows.append({"algorithm": name, "k": k, "seconds": median_seconds(fn, s["reps"]),
-                         "peak_bytes": peak_allocated_bytes(fn), "filters": s["filters"], "batch": s["batch"],
-                         "threads": torch.get_num_threads()})
-            print(f"  {name} k={k}: {rows[-1]['seconds'] * 1e3:.0f} ms, {rows[-1]['peak_bytes'] / 2**20:.1f} MiB",
-                  flush=True)
+            wall, cpu, ratio = times[name]
+            rows.append({"algorithm": name, "k": k, "cpu_seconds": cpu, "wall_seconds": wall,
+                         "cpu_ratio_to_reptile": ratio, "peak_bytes": peak_allocated_bytes(cands[name]),
+                         "filters": s["filters"], "batch": s["batch"], "threads": torch.get_num_threads(),
+                         "measured_with": SOURCE})
+            print(f"  {name} k={k}: {cpu * 1e3:.0f} ms CPU ({ratio:.2f}x Reptile), "
+                  f"{rows[-1]['peak_bytes'] / 2**20:.1f} MiB", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -88,20 +113,20 @@ def plot(df: pd.DataFrame, fast: bool, out: str | Path | None) -> list[Path]:
     fig, axes = style.figure(ncols=2, width=style.PAGE * 0.75, height=2.4)
     for name, g in df.groupby("algorithm", sort=False):
         kw = dict(color=style.color(name), marker="o", label=style.NAMES[name])
-        axes[0][0].plot(g["k"], g["seconds"] * 1e3, **kw)
+        axes[0][0].plot(g["k"], g["cpu_seconds"] * 1e3, **kw)
         axes[0][1].plot(g["k"], g["peak_bytes"] / 2 ** 20, **kw)
     for ax in axes[0]:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(df["k"].unique()), [str(k) for k in sorted(df["k"].unique())])
         ax.minorticks_off()
         ax.set_xlabel("k (minibatches per task)")
-    axes[0][0].set_ylabel("time per meta-gradient (ms)")
+    axes[0][0].set_ylabel("CPU time per meta-gradient (ms)")
     axes[0][1].set_ylabel("peak allocated memory (MiB)")
-    axes[0][0].set_title("(a) wall time, CPU, 1 thread")
+    axes[0][0].set_title("(a) CPU time, 1 thread")
     axes[0][1].set_title("(b) peak memory (torch.profiler)")
     axes[0][0].legend()
     text = (f"one task, Omniglot CNN with {s['filters']} filters, 5-way, minibatches of {s['batch']} 28x28 images; "
-            f"median of {s['reps']} runs after a warm-up")
+            f"median of {s['reps']} interleaved rounds after a warm-up ({df['measured_with'].iloc[0]})")
     return style.save(fig, df, NAME, out, note(fast, text))
 
 

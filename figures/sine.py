@@ -65,13 +65,13 @@ def train(algorithm: str, iterations: int, seed: int = 0) -> tuple[torch.nn.Modu
     return model, phi0, result.params
 
 
-def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
+def run(fast: bool) -> pd.DataFrame:
+    """Train both algorithms, fine-tune on one unseen task, evaluate; the long-format numbers."""
     s = SETTINGS["fast" if fast else "full"]
     model, phi0, phi_reptile = train("reptile", s["reptile_iters"])
     _, _, phi_maml = train("maml", s["maml_iters"])
     loss_fn = make_loss(model, "mse")
-    panels = [("before training", phi0, "before"), ("after MAML", phi_maml, "maml"),
-              ("after Reptile", phi_reptile, "reptile")]
+    panels = [("before training", phi0), ("after MAML", phi_maml), ("after Reptile", phi_reptile)]
 
     # one unseen task and its 10 points, the same in every panel
     rng = np.random.default_rng(12345)
@@ -82,23 +82,14 @@ def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
     x_plot = torch.linspace(-5, 5, 200).unsqueeze(1)
     y_true = task.f(x_plot)
 
-    rows, fig_rows = [], []
-    fig, axes = style.figure(ncols=3, width=style.PAGE, height=2.3, sharey=True)
-    for ax, (title, phi, key) in zip(axes[0], panels):
+    rows = []
+    for title, phi in panels:
         traj = finetune(loss_fn, phi, x_few, y_few, TEST_STEPS, SGD(TEST_LR), keep=True)
         y0 = predict(model, phi, x_plot)[:, 0]
         y32 = predict(model, traj.params[TEST_STEPS], x_plot)[:, 0]
         ev = evaluate_sine(model, loss_fn, phi, n_tasks=s["eval_tasks"], shots=SHOTS, steps=TEST_STEPS, lr=TEST_LR,
                            seed=1, record=(0, TEST_STEPS))
         mse, ci = ev.final()
-        ax.plot(x_plot[:, 0], y_true, color=style.color("true"), lw=1.2, label="true function")
-        ax.plot(x_plot[:, 0], y0, color=style.color(key), ls="--", lw=1.1, alpha=0.8, label="before adaptation")
-        ax.plot(x_plot[:, 0], y32, color=style.color(key), lw=1.6, label=f"after {TEST_STEPS} steps")
-        ax.plot(x_few[:, 0], y_few[:, 0], "o", color="#000000", mfc="white", ms=4, mew=1.0, zorder=5,
-                label=f"{SHOTS} sampled points")
-        ax.set_title(f"{title}\nMSE after {TEST_STEPS} steps: {mse:.3g} ± {ci:.2g}")
-        ax.set_xlabel("x")
-        ax.set_xlim(-5, 5)
         for curve, ys in (("true", y_true[:, 0]), ("before_adaptation", y0), (f"after_{TEST_STEPS}_steps", y32)):
             rows += [{"panel": title, "curve": curve, "x": float(a), "y": float(b)}
                      for a, b in zip(x_plot[:, 0], ys)]
@@ -107,11 +98,38 @@ def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
         rows.append({"panel": title, "curve": f"grid_mse_{TEST_STEPS}_steps_mean", "x": np.nan, "y": mse})
         rows.append({"panel": title, "curve": f"grid_mse_{TEST_STEPS}_steps_ci95", "x": np.nan, "y": ci})
         rows.append({"panel": title, "curve": "grid_mse_0_steps_mean", "x": np.nan, "y": float(ev.mean[0])})
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, fast: bool, out: str | Path | None) -> list[Path]:
+    s = SETTINGS["fast" if fast else "full"]
+    keys = {"before training": "before", "after MAML": "maml", "after Reptile": "reptile"}
+    fig, axes = style.figure(ncols=3, width=style.PAGE, height=2.5, sharey=True)
+    for ax, (title, key) in zip(axes[0], keys.items()):
+        d = df[df["panel"] == title]
+        c = {name: g for name, g in d.groupby("curve")}
+        ax.plot(c["true"]["x"], c["true"]["y"], color=style.color("true"), lw=1.2, label="true function")
+        ax.plot(c["before_adaptation"]["x"], c["before_adaptation"]["y"], color=style.color(key), ls="--", lw=1.1,
+                alpha=0.8, label="before adaptation")
+        after = c[f"after_{TEST_STEPS}_steps"]
+        ax.plot(after["x"], after["y"], color=style.color(key), lw=1.6, label=f"after {TEST_STEPS} steps")
+        pts = c["sampled_points"]
+        ax.plot(pts["x"], pts["y"], "o", color="#000000", mfc="white", ms=4, mew=1.0, zorder=5,
+                label=f"{SHOTS} sampled points")
+        mse = float(c[f"grid_mse_{TEST_STEPS}_steps_mean"]["y"].iloc[0])
+        ci = float(c[f"grid_mse_{TEST_STEPS}_steps_ci95"]["y"].iloc[0])
+        ax.set_title(f"{title}\nMSE after {TEST_STEPS} steps: {mse:.3g} ± {ci:.2g}")
+        ax.set_xlabel("x")
+        ax.set_xlim(-5, 5)
     axes[0][0].set_ylabel("f(x)")
-    axes[0][0].legend(loc="lower left", fontsize=6.5)
+    axes[0][0].legend(loc="lower left", fontsize=6, frameon=True, framealpha=0.85, edgecolor="none")
     scale = (f"Reptile {s['reptile_iters']} iterations (k=5), MAML {s['maml_iters']} iterations (k=2, meta-batch 5); "
-             f"MSE over {s['eval_tasks']} unseen tasks")
-    return style.save(fig, pd.DataFrame(rows), NAME, out, note(fast, scale))
+             f"MSE on the 50-point grid over {s['eval_tasks']} unseen tasks, ± 95% CI")
+    return style.save(fig, df, NAME, out, note(fast, scale))
+
+
+def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
+    return plot(run(fast), fast, out)
 
 
 if __name__ == "__main__":

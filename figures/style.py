@@ -106,7 +106,7 @@ def save(fig: plt.Figure, data: pd.DataFrame, name: str, out: str | Path | None 
     out = Path(out) if out is not None else DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
     if note:
-        fig.text(0.995, -0.01, note, ha="right", va="top", fontsize=6, color="#888888", wrap=True)
+        fig.text(0.995, -0.025, note, ha="right", va="top", fontsize=6, color="#888888", wrap=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
     fig.savefig(paths[0])
     fig.savefig(paths[1])
