@@ -1,0 +1,144 @@
+"""``reptile verify``: providers, the report folder, the CLI and atomic writes."""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import artifacts, cli, expectation_checks, taylor_checks, verify
+from analysis.claims import Claim
+
+
+@pytest.fixture()
+def providers(tmp_path, monkeypatch):
+    """Three throwaway provider modules: one whose claims hold, one with a failing claim, one that crashes."""
+    pkg = tmp_path / "fakeproviders"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text(textwrap.dedent("""
+        from analysis.claims import Claim
+        def checks(mode, out_dir, progress):
+            (out_dir / "good.csv").write_text("a,b\\n1,2\\n")
+            return [Claim("slope is two", 2.01, "2", True, f"mode {mode}"),
+                    Claim("text measure", "k=2: 1.0", "1", True)]
+    """))
+    (pkg / "bad.py").write_text(textwrap.dedent("""
+        from analysis.claims import Claim
+        def checks(mode, out_dir, progress):
+            return [Claim("coefficient matches", 1.7, "2 within 3 s.e.", False, "z = 4.1")]
+    """))
+    (pkg / "crash.py").write_text(textwrap.dedent("""
+        def checks(mode, out_dir, progress):
+            raise RuntimeError("boom in provider")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "fakeproviders"
+
+
+def test_run_verify_writes_report(tmp_path, providers):
+    out = tmp_path / "rep"
+    res = verify.run_verify("quick", out, providers=[f"{providers}.good"])
+    assert res.ok and len(res.claims) == 2 and res.mode == "quick"
+    report = (out / "report.md").read_text()
+    assert "slope is two" in report and "all hold" in report and "good.csv" in report
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(claims.columns) == ["name", "measured", "prediction", "holds", "detail"]
+    assert claims.holds.all()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))   # no half-written files left
+
+
+def test_failing_and_crashing_providers_fail_the_run(tmp_path, providers):
+    res = verify.run_verify("default", tmp_path, providers=[f"{providers}.{m}" for m in ("good", "bad", "crash")])
+    assert not res.ok
+    names = [c.name for c in res.failed]
+    assert names == ["coefficient matches", f"{providers}.crash ran"]
+    assert "boom in provider" in res.failed[1].detail and "Traceback" in res.failed[1].detail
+    missing = verify.run_verify("quick", tmp_path, providers=["analysis.no_such_module"])
+    assert not missing.ok and "ModuleNotFoundError" in str(missing.failed[0].measured)
+    with pytest.raises(ValueError, match="mode"):
+        verify.run_verify("fast", tmp_path)
+    with pytest.raises(ValueError, match="providers"):
+        verify.run_verify("quick", tmp_path, providers=[])
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="reptile")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_cli_exit_codes_and_table(tmp_path, providers, capsys):
+    args = _parse(["verify", "--quick", "--out", str(tmp_path / "a"), "--no-progress", "--only", f"{providers}.good"])
+    assert args.func is cli.run
+    assert cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert "slope is two" in out and "holds" in out and "2.01" in out and "mode quick" in out
+    args = _parse(["verify", "--out", str(tmp_path / "b"), "--no-progress",
+                   "--only", f"{providers}.good", "--only", f"{providers}.bad"])
+    assert cli.run(args) == 1
+    captured = capsys.readouterr()
+    assert "FAILS" in captured.out
+    assert "FAILED: coefficient matches" in captured.err
+    assert cli.main(["verify", "--full", "--out", str(tmp_path / "c"), "--no-progress", "--only", f"{providers}.crash"]) == 1
+    assert "boom in provider" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["verify", "--quick", "--full"])                   # mutually exclusive
+    defaults = _parse(["verify"])
+    assert not defaults.quick and not defaults.full and str(defaults.out) == "reports/verify"
+
+
+def test_default_provider_list():
+    assert verify.PROVIDERS[:2] == ["analysis.taylor_checks", "analysis.expectation_checks"]
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.csv"
+    artifacts.write_text(target, "old\n")
+
+    def broken(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.write_atomic(target, broken)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]
+
+
+def test_claim_formatting():
+    assert Claim("a", 0.000123456, "p", True).measured_text() == "0.0001235"
+    assert Claim("a", "text", "p", False).measured_text() == "text"
+    table = verify.format_table([Claim("a very long claim name " * 4, 1.0, "p", False)], width=20)
+    assert "FAILS" in table and max(len(line) for line in table.splitlines()) < 80
+
+
+def test_real_providers_run_end_to_end_on_tiny_settings(tmp_path, monkeypatch):
+    """Both real providers, shrunk so the test stays fast: they run, return claims, write files.
+    (Whether the claims hold at these tiny sizes is not asserted; verify's modes test that.)"""
+    monkeypatch.setitem(taylor_checks.CONFIG, "quick", dict(slope_tasks=1, alphas=np.logspace(-4, -3, 3), break_tasks=1,
+                                                             break_alphas=np.logspace(-3, -0.5, 4)))
+    monkeypatch.setattr(taylor_checks, "KS", (2, 3))
+    monkeypatch.setitem(expectation_checks.CONFIG, "quick", dict(ls=[(2, 40)], sine=[(2, 6)]))
+    res = verify.run_verify("quick", tmp_path, progress=False)
+    assert not [c for c in res.claims if c.name.endswith(" ran")], [c.detail for c in res.claims]
+    names = [c.name for c in res.claims]
+    assert "HVP fwd-rev = dense Hessian" in names and "E[g_MAML] coefficients (sine)" in names
+    for f in ("taylor_sweep.csv", "taylor_slopes.csv", "taylor_breakdown.csv", "taylor_residuals.png",
+              "taylor_breakdown.png", "coefficients.csv", "expectations.csv", "coefficients.png",
+              "claims.csv", "report.md"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    hvp_claims = [c for c in res.claims if c.name.startswith("HVP")]
+    assert all(c.holds for c in hvp_claims)
+
+
+def test_reptile_cli_discovers_verify():
+    pytest.importorskip("reptile.cli")
+    from reptile.cli import build_parser
+
+    args = build_parser().parse_args(["verify", "--quick"])
+    assert args.func is cli.run
