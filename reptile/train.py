@@ -69,6 +69,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 100
     keep_checkpoints: int = 3
+    # fast paths (reptile.fast): same numbers as the eager path up to rounding; loop batching only
+    compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +98,9 @@ class TrainConfig:
         if self.batching == "vmap" and self.inner_optimizer == "adam" and not self.reset_inner_state:
             raise ValueError("batching='vmap' runs the tasks of a meta-batch in parallel, so Adam moments cannot "
                              "persist from task to task: set reset_inner_state=True or use batching='loop'")
+        if self.batching == "vmap" and (self.compile or self.channels_last):
+            raise ValueError("compile and channels_last are fast paths of batching='loop'; drop them or use "
+                             "batching='loop'")
         if self.algorithm == "combination" and (self.weights is None or len(self.weights) != self.inner_steps):
             raise ValueError(f"algorithm 'combination' needs inner_steps = {self.inner_steps} weights")
 
@@ -103,7 +109,7 @@ class TrainConfig:
 
 
 #: fields that may differ between a run and its resumption (they do not change the numbers)
-RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "keep_checkpoints", "compile", "channels_last"}
 
 
 @dataclass
@@ -111,6 +117,10 @@ class TrainResult:
     params: Params
     iteration: int
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+#: keys under which a distributed ``reduce`` also sums the inner losses (never parameter names: no dots)
+_LOSS_FIRST, _LOSS_LAST = "__loss_first_sum__", "__loss_last_sum__"
 
 
 def epsilon(config: TrainConfig, t: int) -> float:
@@ -157,6 +167,11 @@ class MetaTrainer:
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self._outer = self._make_outer_optimizer()
+        self._fast = None  # reptile.fast.make_meta_update(...) when a fast path is selected
+        if config.compile or config.channels_last:
+            from .fast import make_meta_update
+            self._fast = make_meta_update(config.algorithm, loss_fn, self.optimizer, compile=config.compile,
+                                          channels_last=config.channels_last)
 
     # -- outer optimizer -------------------------------------------------------------------
     def _make_outer_optimizer(self) -> torch.optim.Optimizer | None:
@@ -195,8 +210,11 @@ class MetaTrainer:
         total, all_losses = None, []
         for b in batches:
             state = None if cfg.reset_inner_state else self.inner_state
-            u, state, losses = meta_update(cfg.algorithm, self.loss_fn, self.phi, b, self.optimizer, state,
-                                           weights=cfg.weights)
+            if self._fast is not None:
+                u, state, losses = self._fast(self.phi, b, state, weights=cfg.weights)
+            else:
+                u, state, losses = meta_update(cfg.algorithm, self.loss_fn, self.phi, b, self.optimizer, state,
+                                               weights=cfg.weights)
             if not cfg.reset_inner_state:
                 self.inner_state = state
             total = u if total is None else tree.add(total, u)
@@ -208,9 +226,14 @@ class MetaTrainer:
         t = self.iteration
         total, losses = self.task_updates(t)
         if self.reduce is not None:
-            total = self.reduce(total)
+            # distributed: the loss sums travel with the update, so every rank logs and checks the same numbers
+            total = self.reduce({**total, _LOSS_FIRST: losses[:, 0].sum().reshape(1).to(losses),
+                                 _LOSS_LAST: losses[:, -1].sum().reshape(1).to(losses)})
+            first = float(total.pop(_LOSS_FIRST)) / self.config.meta_batch
+            last = float(total.pop(_LOSS_LAST)) / self.config.meta_batch
+        else:
+            first, last = float(losses[:, 0].mean()), float(losses[:, -1].mean())
         update = tree.scale(total, 1.0 / self.config.meta_batch)
-        first, last = float(losses[:, 0].mean()), float(losses[:, -1].mean())
         if not (math.isfinite(first) and math.isfinite(last) and tree.all_finite(update)):
             raise TrainingDiverged(self._diverged_message(t, first, last))
         self._outer_step(update, t)
@@ -266,7 +289,8 @@ class MetaTrainer:
         if found is None:
             return False
         self.load_state_dict(found[1])
-        _truncate_metrics(self.out_dir / "metrics.csv", self.iteration)
+        if self.is_writer:
+            _truncate_metrics(self.out_dir / "metrics.csv", self.iteration)
         return True
 
     def _log(self, rows: list[dict[str, float]]) -> None:

@@ -10,6 +10,7 @@ from ..checkpoint import latest_checkpoint, load_checkpoint
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
 from ..tasks.schedules import SCHEDULES
+from .. import distributed
 from ..train import MetaTrainer, TrainConfig
 from . import nonneg_int, positive_float, positive_int
 
@@ -38,6 +39,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--meta-batch", type=positive_int, help="tasks per outer iteration")
     g.add_argument("--batching", choices=("loop", "vmap"), default="loop",
                    help="compute the meta-batch's tasks in a Python loop or with torch.func.vmap")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the inner step (MAML: the whole update); the first iteration compiles "
+                        "(a minute or more on a small CPU), later ones run faster; same numbers up to rounding")
     g.add_argument("--iterations", type=positive_int, help="outer iterations")
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype (default float32)")
@@ -101,7 +105,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
                        reset_inner_state=args.reset_inner_state, outer_lr=args.outer_lr, anneal=not args.no_anneal,
                        outer_optimizer=args.outer_optimizer, meta_batch=args.meta_batch, batching=args.batching,
                        iterations=args.iterations, seed=args.seed, weights=args.weights,
-                       checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                       compile=getattr(args, "compile", False))
 
 
 def _saved_args(args: argparse.Namespace) -> dict:
@@ -112,14 +117,28 @@ def _saved_args(args: argparse.Namespace) -> dict:
 def run_train(args: argparse.Namespace) -> int:
     args = resolve(args)
     cfg = config_from(args)
+    # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
+    distributed.check_config(cfg, distributed.world_size_from_env())
+    with distributed.process_group(args.device) as ctx:
+        if ctx is not None and ctx.backend == "nccl":
+            args.device = f"cuda:{ctx.local_rank}"
+        return _run_train(args, cfg, ctx)
+
+
+def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.DistContext | None") -> int:
+    writer = ctx is None or ctx.is_writer
     setup = get_family(args.family).build(args)
     out = args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}"
     if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
-                          extra={"family": args.family, "args": _saved_args(args)})
-    if args.resume and trainer.resume():
+                          extra={"family": args.family, "args": _saved_args(args)},
+                          **distributed.trainer_kwargs(ctx, cfg.meta_batch))
+    if args.resume and trainer.resume() and writer:
         print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
+    if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
+        trainer.run(progress=False)
+        return 0
     before = setup.evaluate(setup.phi, args)
     try:
         trainer.run(progress=not args.no_progress)

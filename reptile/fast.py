@@ -1,0 +1,157 @@
+"""Fast paths of one task's meta-update, each selectable and each checked against the eager path.
+
+:func:`make_meta_update` returns a drop-in replacement of :func:`reptile.algorithms.meta_update`
+(same arguments after the first three, same results up to floating-point rounding):
+
+* ``channels_last=True``: image minibatches ``x[k, b, C, H, W]`` and 4-d parameters are laid out
+  channels-last (NHWC), which oneDNN's convolutions run faster on a CPU.
+* ``compile=True``: ``torch.compile`` of one inner step (gradient and optimizer update in one
+  graph, so batch norm, ReLU and the optimizer's elementwise work are fused) for Reptile, FOMAML,
+  combinations and joint training; for MAML of the whole differentiable inner loop and its outer
+  gradient. The Adam step counter is a 0-d tensor, so steps do not recompile; one graph is built
+  per input shape and dtype (``dynamic=False``) and reused for every task and iteration.
+
+Neither path changes the mathematics; they change the order of floating-point operations, so
+results agree with the eager path to rounding (``tests/test_fast.py`` checks this in float64 and
+float32). Beware when comparing Adam runs: a parameter whose exact gradient is zero (e.g. a conv
+bias followed by batch norm) receives ``lr * g / (|g| + eps)`` from Adam, which turns rounding
+noise of size 1e-9 into steps of size ``lr``; such parameters differ between any two
+implementations, and none of the others is affected.
+
+Measured on the 2-core CPU of this project (``docs/benchmarks.md``); on a GPU, batching the tasks
+of a meta-batch with ``batching="vmap"`` is the expected win instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import grad_and_value
+
+from . import tree
+from .algorithms import _check, meta_update
+from .inner import SGD, Adam, State
+from .types import Batch, LossFn, Params
+
+MetaUpdate = Callable[..., tuple[Params, State, Tensor]]
+
+__all__ = ["make_meta_update", "channels_last_batches", "channels_last_params", "contiguous_params"]
+
+
+def channels_last_batches(batches: Batch) -> Batch:
+    """Lay stacked image minibatches ``x[k, b, C, H, W]`` out so that every ``x[i]`` is channels-last.
+
+    Other shapes are returned unchanged. The values (and the targets) are not touched.
+    """
+    x, y = batches
+    if x.ndim != 5:
+        return x, y
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3), y
+
+
+def channels_last_params(params: Params) -> Params:
+    """4-d leaves (convolution weights) in channels-last memory format; other leaves unchanged."""
+    return {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in params.items()}
+
+
+def channels_last_state(state: State) -> State:
+    """An optimizer state (nested dicts of tensors) with its 4-d leaves channels-last."""
+    return {k: channels_last_state(v) if isinstance(v, dict)
+            else v.contiguous(memory_format=torch.channels_last) if isinstance(v, Tensor) and v.ndim == 4 else v
+            for k, v in state.items()}
+
+
+def contiguous_params(params: Params) -> Params:
+    """Every leaf in the default (row-major) memory format."""
+    return {k: v.contiguous() for k, v in params.items()}
+
+
+def _step_fn(loss_fn: LossFn, optimizer: SGD | Adam) -> Callable[[Params, State, Tensor, Tensor],
+                                                                  tuple[Params, State, Tensor, Params]]:
+    """One inner step: ``(params, state, x, y) -> (params', state', loss, grad)``, first order."""
+    step_grad = grad_and_value(loss_fn)
+
+    def step(params: Params, state: State, x: Tensor, y: Tensor) -> tuple[Params, State, Tensor, Params]:
+        g, loss = step_grad(params, (x, y))
+        new, state = optimizer.step(params, g, state)
+        return new, state, loss, g
+
+    return step
+
+
+def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compile: bool = False,
+                     channels_last: bool = False, compile_options: dict[str, Any] | None = None) -> MetaUpdate:
+    """A function ``f(phi, batches, state=None, *, weights=None) -> (u, state, losses)`` equal to
+    ``reptile.algorithms.meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights)``.
+
+    Args:
+        name: algorithm (``"reptile"``, ``"fomaml"``, ``"maml"``, ``"combination"``, ``"joint"``).
+        loss_fn: scalar loss of (params, batch); one compiled graph per ``loss_fn``.
+        optimizer: the inner optimizer (its hyper-parameters are baked into the compiled graph).
+        compile: use ``torch.compile`` (see the module docstring); the first call of each input
+            shape compiles (tens of seconds on a small CPU).
+        channels_last: lay image batches and convolution weights out channels-last.
+        compile_options: extra keyword arguments of ``torch.compile`` (e.g. ``{"backend": "eager"}``).
+    Returns:
+        The meta-update function; ``u`` comes back in the default memory format.
+    Raises:
+        ValueError: unknown algorithm name.
+    """
+    _check(name, (torch.zeros(2, 1), torch.zeros(2, 1)))  # validates the name only
+    opts = {"dynamic": False, **(compile_options or {})}
+
+    if not compile:
+        def eager(phi: Params, batches: Batch, state: State | None = None, *,
+                  weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
+            if channels_last:
+                phi, batches = channels_last_params(phi), channels_last_batches(batches)
+                state = None if state is None else channels_last_state(state)
+            u, state, losses = meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights)
+            return (contiguous_params(u) if channels_last else u), state, losses
+        return eager
+
+    if name in ("maml", "joint"):
+        # the whole update in one graph (MAML differentiates through the inner loop)
+        def whole(phi: Params, x: Tensor, y: Tensor, state: State | None) -> tuple[Params, State, Tensor]:
+            return meta_update(name, loss_fn, phi, (x, y), optimizer, state)
+        compiled_whole = torch.compile(whole, **opts)
+
+        def run_whole(phi: Params, batches: Batch, state: State | None = None, *,
+                      weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
+            _check(name, batches)
+            if channels_last:
+                phi, batches = channels_last_params(phi), channels_last_batches(batches)
+                state = None if state is None else channels_last_state(state)
+            state = optimizer.init(phi) if state is None else state
+            u, state, losses = compiled_whole(phi, batches[0], batches[1], state)
+            return (contiguous_params(u) if channels_last else u), state, losses
+        return run_whole
+
+    step = torch.compile(_step_fn(loss_fn, optimizer), **opts)
+
+    def run_steps(phi: Params, batches: Batch, state: State | None = None, *,
+                  weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
+        k = _check(name, batches)
+        if name == "combination" and (weights is None or len(weights) != k):
+            raise ValueError(f"'combination' needs k = {k} weights, got {None if weights is None else len(weights)}")
+        if channels_last:
+            phi, batches = channels_last_params(phi), channels_last_batches(batches)
+            state = None if state is None else channels_last_state(state)
+        x, y = batches
+        state = optimizer.init(phi) if state is None else state
+        params, prev, losses, combo = phi, phi, [], None
+        for i in range(k):
+            prev = params
+            params, state, loss, g = step(params, state, x[i], y[i])
+            losses.append(loss.detach())
+            if name == "combination":
+                combo = tree.scale(g, weights[i]) if combo is None else tree.add(combo, g, weights[i])
+        if name == "reptile":
+            u = tree.sub(phi, params)
+        elif name == "fomaml":
+            u = tree.sub(prev, params)
+        else:
+            u = tree.scale(combo, optimizer.lr)
+        return (contiguous_params(u) if channels_last else u), state, torch.stack(losses)
+    return run_steps
