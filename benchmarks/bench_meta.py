@@ -1,0 +1,168 @@
+"""One meta-iteration of Reptile, FOMAML and MAML against a straightforward PyTorch loop.
+
+Settings (REFERENCE.md section 4, Tables 3 and 4; synthetic images, so data loading is excluded
+from every candidate alike):
+
+* ``omniglot``: 28x28x1 inputs, the 64-filter Omniglot CNN, 5-way, meta-batch 5, k = 5 inner
+  minibatches of 10, Adam(lr 0.001, beta1 = 0).
+* ``miniimagenet``: 84x84x3 inputs, the 32-filter Mini-ImageNet CNN, 5-way, meta-batch 5, k = 8
+  inner minibatches of 10, Adam(lr 0.001, beta1 = 0).
+
+MAML (second order) uses an SGD inner loop (lr 0.01), as the MAML paper does; Adam's
+``g / sqrt(v)`` has an infinite derivative wherever a gradient entry is exactly zero (a dead ReLU
+feature, a conv bias before batch norm), which makes second-order MAML through Adam NaN in any
+implementation. With k minibatches MAML and FOMAML take k - 1 inner steps and use the k-th
+minibatch for the outer loss (the engine's convention); Reptile takes k steps.
+
+The baseline, written here as anyone would write it first:
+
+* Reptile / FOMAML: per task ``copy.deepcopy`` of the ``nn.Module``, a fresh
+  ``torch.optim.Adam(betas=(0, 0.999))``, ``loss.backward()``, ``opt.step()``; the update
+  ``phi - phi~`` (Reptile) or the last step's ``phi_k - phi_{k+1}`` (FOMAML) summed over tasks, then
+  the outer interpolation.
+* MAML: fast weights as a list of tensors, ``torch.func.functional_call``, inner steps with
+  ``torch.autograd.grad(create_graph=True)``, the outer loss's ``torch.autograd.grad`` to the
+  initial parameters.
+
+Candidates are ``reptile.train.MetaTrainer.step()`` (one whole meta-iteration: the tasks' updates
+and the outer step) with the engine's paths: ``eager`` (the default, pure torch.func), and the
+fast paths of :mod:`reptile.fast` (``channels_last``, ``compile``, both) and ``batching="vmap"``.
+All use a fresh inner optimizer state per task, like the baseline (the cost is the same as with
+the paper's persistent Adam moments).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from benchmarks.common import compare
+from reptile.losses import make_loss, params_of
+from reptile.models import MiniImageNetCNN, OmniglotCNN
+from reptile.train import MetaTrainer, TrainConfig
+
+SETTINGS = {
+    "omniglot": dict(model=lambda: OmniglotCNN(n_way=5, filters=64), shape=(1, 28, 28), meta_batch=5, k=5,
+                     batch=10, adam_lr=1e-3, sgd_lr=0.01),
+    "miniimagenet": dict(model=lambda: MiniImageNetCNN(n_way=5, filters=32), shape=(3, 84, 84), meta_batch=5, k=8,
+                         batch=10, adam_lr=1e-3, sgd_lr=0.01),
+}
+VARIANTS = {  # name -> TrainConfig overrides
+    "eager": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "compile+channels_last": {"compile": True, "channels_last": True},
+    "vmap": {"batching": "vmap"},
+}
+OUTER_EPS = 1.0
+
+
+def make_tasks(setting: dict, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    k, b = setting["k"], setting["batch"]
+    return [(torch.rand(k, b, *setting["shape"], generator=g), torch.randint(0, 5, (k, b), generator=g))
+            for _ in range(setting["meta_batch"])]
+
+
+def reference_first_order(model: nn.Module, tasks: list, algorithm: str, lr: float) -> Callable[[], None]:
+    """The straightforward loop (Reptile or FOMAML), including the outer interpolation of ``model``."""
+    def iteration() -> None:
+        total = [torch.zeros_like(p) for p in model.parameters()]
+        for x, y in tasks:
+            m = copy.deepcopy(model)
+            opt = torch.optim.Adam(m.parameters(), lr=lr, betas=(0.0, 0.999))
+            k = x.shape[0]
+            for i in range(k):
+                if algorithm == "fomaml" and i == k - 1:
+                    before = [p.detach().clone() for p in m.parameters()]
+                opt.zero_grad()
+                loss = F.cross_entropy(m(x[i]), y[i])
+                loss.backward()
+                opt.step()
+            start = list(model.parameters()) if algorithm == "reptile" else before
+            with torch.no_grad():
+                for t, s, p in zip(total, start, m.parameters()):
+                    t += s - p
+        with torch.no_grad():
+            for p, t in zip(model.parameters(), total):
+                p -= OUTER_EPS * t / len(tasks)
+    return iteration
+
+
+def reference_maml(model: nn.Module, tasks: list, lr: float) -> Callable[[], None]:
+    """Second-order MAML the straightforward way: unrolled ``autograd.grad(create_graph=True)``."""
+    names = [n for n, _ in model.named_parameters()]
+
+    def iteration() -> None:
+        total = [torch.zeros_like(p) for p in model.parameters()]
+        for x, y in tasks:
+            phi = [p.detach().clone().requires_grad_() for p in model.parameters()]
+            fast = phi
+            for i in range(x.shape[0] - 1):
+                loss = F.cross_entropy(functional_call(model, dict(zip(names, fast)), (x[i],)), y[i])
+                grads = torch.autograd.grad(loss, fast, create_graph=True)
+                fast = [p - lr * g for p, g in zip(fast, grads)]
+            outer = F.cross_entropy(functional_call(model, dict(zip(names, fast)), (x[-1],)), y[-1])
+            for t, g in zip(total, torch.autograd.grad(outer, phi)):
+                t += lr * g
+        with torch.no_grad():
+            for p, t in zip(model.parameters(), total):
+                p -= OUTER_EPS * t / len(tasks)
+    return iteration
+
+
+def engine(model: nn.Module, tasks: list, algorithm: str, setting: dict, **overrides) -> Callable[[], None]:
+    """``MetaTrainer.step()`` on the same tasks (the sampler hands them out in turn)."""
+    adam = algorithm != "maml"
+    cfg = TrainConfig(algorithm=algorithm, inner_steps=setting["k"], inner_batch=setting["batch"],
+                      inner_optimizer="adam" if adam else "sgd",
+                      inner_lr=setting["adam_lr"] if adam else setting["sgd_lr"], reset_inner_state=True,
+                      outer_lr=OUTER_EPS, anneal=False, meta_batch=len(tasks), iterations=10**9,
+                      checkpoint_every=10**9, log_every=10**9, **overrides)
+    counter = iter(range(10**9))
+
+    def sampler(rng: np.random.Generator):
+        return tasks[next(counter) % len(tasks)]
+
+    trainer = MetaTrainer(make_loss(model, "cross_entropy"), params_of(model), sampler, cfg)
+    return lambda: trainer.step()
+
+
+def run(settings: list[str], algorithms: list[str], variants: list[str], repeats: dict[str, int],
+        log: Callable[[str], None] = print) -> list[dict]:
+    rows = []
+    for sname in settings:
+        s = SETTINGS[sname]
+        tasks = make_tasks(s)
+        for alg in algorithms:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = s["model"]()
+            ref_model = copy.deepcopy(model)
+            cands: dict[str, Callable[[], None]] = {
+                "reference": reference_maml(ref_model, tasks, s["sgd_lr"]) if alg == "maml"
+                else reference_first_order(ref_model, tasks, alg, s["adam_lr"])}
+            for v in variants:
+                cands[v] = engine(copy.deepcopy(model), tasks, alg, s, **VARIANTS[v])
+            # first calls (compilation) timed separately, then one more warm-up round inside compare
+            first = {}
+            for n, f in cands.items():
+                tic = time.perf_counter()
+                f()
+                first[n] = time.perf_counter() - tic
+                log(f"  {sname} {alg} {n}: first call {first[n]:.1f} s")
+            res = compare(cands, "reference", repeats[sname], warmup=1)
+            for n, t in res.items():
+                rows.append({"suite": "meta_iteration", "setting": sname, "algorithm": alg, "candidate": n,
+                             "baseline": "reference", "ratio_cpu": t.ratio_cpu, "ratio_wall": t.ratio_wall,
+                             "ratio_cpu_iqr_half": t.spread(), "cpu_ms": t.cpu_s * 1e3, "wall_ms": t.wall_s * 1e3,
+                             "first_call_s": first[n], "repeats": repeats[sname]})
+                log(f"  {sname:<12} {alg:<7} {n:<22} {t.ratio_cpu:5.2f}x cpu  {t.ratio_wall:5.2f}x wall  "
+                    f"({t.cpu_s * 1e3:.0f} ms cpu)")
+    return rows

@@ -1,0 +1,130 @@
+"""The benchmark suite: ``python -m benchmarks [--quick] [--only SUITE,...]``.
+
+Suites (each figure a ratio to a baseline measured in the same process, interleaved; medians over
+repeats after warm-up; see ``benchmarks/common.py``):
+
+* ``meta``: one meta-iteration of Reptile, FOMAML and MAML at the paper's Omniglot 5-way and
+  Mini-ImageNet settings against the straightforward PyTorch loop (``bench_meta.py``);
+* ``avggradinner``: AvgGradInner samples per second, vmap+jvp against a naive double-backward loop
+  (``bench_avggradinner.py``);
+* ``memory``: time and peak memory of MAML, FOMAML and Reptile against k, MAML's slope per step
+  (``bench_memory.py``);
+* ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present).
+
+Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
+``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_avggradinner, bench_memory, bench_meta  # noqa: E402
+from benchmarks.common import fmt_table, machine  # noqa: E402
+
+SUITES = ("meta", "avggradinner", "memory", "hvp")
+HERE = Path(__file__).resolve().parent
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="short pass: Omniglot only, fewer repeats and k values, no torch.compile candidates")
+    p.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites among {','.join(SUITES)}")
+    p.add_argument("--algorithms", default="reptile,fomaml,maml", help="meta suite: algorithms")
+    p.add_argument("--settings", default=None, help="meta suite: omniglot,miniimagenet (default both; quick: omniglot)")
+    p.add_argument("--variants", default=None,
+                   help=f"meta suite: engine paths among {','.join(bench_meta.VARIANTS)} (default: all for Omniglot; "
+                        "eager, channels_last, compile+channels_last for Mini-ImageNet; quick: no compile)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="folder for the CSV and JSON")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    suites = [s for s in args.only.split(",") if s]
+    bad = [s for s in suites if s not in SUITES]
+    if bad:
+        print(f"unknown suite(s) {bad}; choose among {SUITES}", file=sys.stderr)
+        return 2
+    reps = args.repeats or (3 if args.quick else 9)
+    info = machine()
+    info["load_before"] = info.pop("loadavg_1_5_15")
+    info["command"] = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    log = lambda s: print(s, flush=True)
+    log(f"machine: {info['cpu']}, {info['cores']} cores, {args.threads} torch thread(s), torch {info['torch']}, "
+        f"load average {info['load_before']}")
+    rows: list[dict] = []
+    extra: dict[str, float] = {}
+    t0 = time.time()
+    if "meta" in suites:
+        settings = (args.settings or ("omniglot" if args.quick else "omniglot,miniimagenet")).split(",")
+        repeats = {"omniglot": reps, "miniimagenet": max(3, reps // 2)}
+        log(f"== meta-iteration vs the straightforward PyTorch loop ({', '.join(settings)})")
+        for setting in settings:
+            variants = (args.variants or ("eager,channels_last,vmap" if args.quick else
+                                          ",".join(bench_meta.VARIANTS) if setting == "omniglot" else
+                                          "eager,channels_last,compile+channels_last")).split(",")
+            rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log)
+    if "avggradinner" in suites:
+        log("== AvgGradInner (Hbar_2 gbar_1) samples per second: vmap+jvp vs naive double backward")
+        rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log)
+    if "memory" in suites:
+        log("== time and peak memory against k (Omniglot CNN, SGD inner loop)")
+        mem_rows, slopes = bench_memory.run(args.quick, reps, log)
+        rows += mem_rows
+        extra.update(slopes)
+        log(f"  MAML memory slope: {slopes['maml_peak_alloc_mib_per_step']:.2f} MiB per inner step (profiler peak), "
+            f"{slopes['maml_rss_mib_per_step']:.2f} MiB per step (RSS high-water); "
+            f"Reptile: {slopes['reptile_peak_alloc_mib_per_step']:.3f} / {slopes['reptile_rss_mib_per_step']:.3f}")
+    if "hvp" in suites:
+        hvp = HERE / "bench_hvp.py"
+        if hvp.exists():
+            log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
+            cmd = [sys.executable, "-m", "benchmarks.bench_hvp"]
+            if args.quick and "--quick" in hvp.read_text():
+                cmd.append("--quick")
+            rc = subprocess.call(cmd, cwd=HERE.parent)
+            if rc != 0:
+                log(f"  bench_hvp exited with {rc}")
+        else:
+            log("== hvp: benchmarks/bench_hvp.py not present, skipped")
+    info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["minutes"] = round((time.time() - t0) / 60, 1)
+    info.update(extra)
+    if rows:
+        cols = ["suite", "setting", "algorithm", "k", "candidate", "baseline", "ratio_cpu", "ratio_wall",
+                "cpu_ms", "speedup_cpu", "samples_per_s_cpu", "peak_alloc_mib", "rss_growth_mib", "first_call_s"]
+        cols = [c for c in cols if any(c in r for r in rows)]
+        log("\n" + fmt_table(rows, cols))
+        args.out.mkdir(parents=True, exist_ok=True)
+        tag = "-quick" if args.quick else ""
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(args.out / f"results{tag}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        (args.out / f"machine{tag}.json").write_text(json.dumps(info, indent=1) + "\n")
+        log(f"\nwrote {args.out / f'results{tag}.csv'} and machine{tag}.json; load average before {info['load_before']}, "
+            f"after {info['load_after']}; {info['minutes']} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
