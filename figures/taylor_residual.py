@@ -64,7 +64,7 @@ def plot(df: pd.DataFrame, fast: bool, out: str | Path | None) -> list[Path]:
         ax.set_yscale("log")
         ax.set_title(TITLES[name])
         ax.set_xlabel(r"inner step size $\alpha$")
-        ax.legend(fontsize=5.8, loc="upper left")
+        ax.legend(fontsize=5.6, loc="lower right", frameon=True, framealpha=0.85, edgecolor="none")
     axes[0][0].set_ylabel(r"residual $\|g_{\mathrm{measured}} - g_{\mathrm{predicted}}\|$")
     text = (f"sine-wave MLP {'-'.join(map(str, s['sizes']))} tanh, float64, one task, minibatches of {s['batch']}; "
             f"solid: paper's leading order, dotted: with alpha^2 terms; slopes fitted for alpha <= {s['fit_max']:g}")
