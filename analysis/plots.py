@@ -13,7 +13,7 @@ def residual_figure(sweep: pd.DataFrame) -> Figure:
     """|measured - prediction| against alpha (log-log), one panel per algorithm, one line per
     (k, order), with dashed slope-2 and dotted slope-3 guides through the data."""
     algs = [a for a in NAMES if a in set(sweep.algorithm)]
-    fig = Figure(figsize=(4.2 * len(algs), 3.8))
+    fig = Figure(figsize=(4.4 * len(algs), 4.0), layout="constrained")
     axes = fig.subplots(1, len(algs), squeeze=False)[0]
     ks = sorted(sweep.k.unique())
     colors = {k: c for k, c in zip(ks, ["C0", "C1", "C2", "C3", "C4", "C5", "C6"])}
@@ -42,7 +42,7 @@ def residual_figure(sweep: pd.DataFrame) -> Figure:
 def breakdown_figure(sweep: pd.DataFrame, threshold: float = 0.1) -> Figure:
     """Relative error of the leading-order prediction against alpha * k, with the threshold line."""
     d = sweep[sweep.order == 1]
-    fig = Figure(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     styles = {"maml": "-", "fomaml": "--", "reptile": ":"}
     for (alg, k), g in d.groupby(["algorithm", "k"]):
@@ -60,7 +60,7 @@ def breakdown_figure(sweep: pd.DataFrame, threshold: float = 0.1) -> Figure:
 def coefficient_figure(table: pd.DataFrame) -> Figure:
     """Measured against predicted coefficients (AvgGrad, and AvgGradInner / alpha) with
     error bars of 3 standard errors, one marker per (problem, algorithm, k)."""
-    fig = Figure(figsize=(10, 4.3))
+    fig = Figure(figsize=(10, 4.3), layout="constrained")
     axes = fig.subplots(1, 2)
     marks = {"maml": "o", "fomaml": "s", "reptile": "^"}
     problems = list(dict.fromkeys(table.get("problem", pd.Series(["?"] * len(table)))))
