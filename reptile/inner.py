@@ -56,7 +56,10 @@ class Adam:
         m = {k: self.beta1 * state["m"][k] + (1 - self.beta1) * grads[k] for k in params}
         v = {k: self.beta2 * state["v"][k] + (1 - self.beta2) * grads[k] ** 2 for k in params}
         c1, c2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
-        new = {k: params[k] - self.lr * (m[k] / c1) / (torch.sqrt(v[k] / c2) + self.eps) for k in params}
+        # + tiny: sqrt has an infinite derivative at 0, which would turn second-order MAML through
+        # Adam into NaN wherever a gradient entry is exactly 0; tiny (1e-308 / 1e-38) changes no value
+        tiny = torch.finfo(t.dtype).tiny
+        new = {k: params[k] - self.lr * (m[k] / c1) / (torch.sqrt(v[k] / c2 + tiny) + self.eps) for k in params}
         return new, {"m": m, "v": v, "t": t}
 
 

@@ -185,3 +185,27 @@ def test_cnn_maml_runs_under_batch_norm_in_float64():
     fd = (f(tree.add(phi, v, h)) - f(tree.add(phi, v, -h))) / (2 * h)
     # directional derivative: FD error ~1e-9 on a loss of order 1
     assert abs(fd - float(tree.dot(g, v))) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_second_order_maml_through_adam_is_finite_with_zero_gradients():
+    # a parameter whose gradient is exactly 0 (here: an unused output bias direction) used to give
+    # sqrt'(0) = inf and a NaN meta-gradient
+    from reptile.algorithms import maml_outer_loss
+    _, loss_fn, phi, batches = _setup(k=3)
+    phi = dict(phi)
+    phi["net.0.weight"] = phi["net.0.weight"].clone()
+    phi["net.0.weight"][0] = 0.0
+    phi["net.2.weight"] = phi["net.2.weight"].clone()
+    phi["net.2.weight"][:, 0] = 0.0   # hidden unit 0 of layer 1 is dead: its incoming weights get zero gradient
+    g = torch.func.grad(maml_outer_loss, argnums=1)(loss_fn, phi, batches, Adam(0.01))
+    assert tree.all_finite(g)
+    # Adam's g / sqrt(v) is discontinuous where g = 0, so check the derivative along a direction that
+    # keeps the dead unit dead (its gradients stay exactly 0): there the function is smooth
+    v = {k: torch.randn_like(p) for k, p in phi.items()}
+    v["net.0.weight"][0] = 0.0
+    v["net.0.bias"][0] = 0.0
+    v["net.2.weight"][:, 0] = 0.0
+    f = lambda p: float(maml_outer_loss(loss_fn, p, batches, Adam(0.01)))
+    h = 1e-6
+    fd = (f(tree.add(phi, v, h)) - f(tree.add(phi, v, -h))) / (2 * h)
+    assert abs(fd - float(tree.dot(g, v))) < 1e-6 * max(1.0, abs(fd))  # FD error ~1e-9 relative

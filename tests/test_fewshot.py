@@ -276,12 +276,7 @@ def test_cli_preset_end_to_end(tiny_registered, tmp_path, capsys):
     assert "over 1 run(s)" in text and "95% CI" in text
 
 
-@pytest.mark.parametrize("algorithm,inner", [("fomaml", "adam"), ("maml", "sgd"),
-                                             pytest.param("maml", "adam", marks=pytest.mark.xfail(
-                                                 reason="engine: inner.Adam.step's sqrt(v) has an infinite "
-                                                        "derivative where v = 0 (any exactly-zero gradient entry "
-                                                        "with fresh moments), so second-order MAML through Adam "
-                                                        "gives NaN", strict=False))])
+@pytest.mark.parametrize("algorithm,inner", [("fomaml", "adam"), ("maml", "sgd"), ("maml", "adam")])
 def test_cli_first_and_second_order_maml_run(tiny_registered, tmp_path, algorithm, inner):
     rc = main(["train", "fewshot", "--algorithm", algorithm, "--inner-optimizer", inner, "--dataset", "tiny",
                "--ways", "3", "--train-shots", "4", "--inner-steps", "3", "--inner-batch", "6", "--meta-batch", "2",
