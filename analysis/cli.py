@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from .verify import DEFAULT_OUT, format_table, run_verify
 
 DESCRIPTION = """\
@@ -26,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     speed.add_argument("--full", action="store_true", help="more tasks and samples, k up to 5 everywhere")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch intra-op threads (default 1: the checks use small tensors, where more threads "
+                        "mostly add synchronization; on a loaded 2-core machine 2 threads cost 3-10x more CPU)")
     p.add_argument("--only", action="append", metavar="MODULE",
                    help="run only this check provider (repeatable), e.g. analysis.taylor_checks")
     p.set_defaults(func=run)
@@ -35,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run verify with parsed ``args``; print the table; return 0 if every claim holds, else 1."""
     mode = "quick" if getattr(args, "quick", False) else "full" if getattr(args, "full", False) else "default"
+    threads = getattr(args, "threads", 1)
+    if threads is not None:
+        if threads < 1:
+            print(f"reptile verify: --threads must be >= 1, got {threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(threads)
     try:
         result = run_verify(mode, getattr(args, "out", DEFAULT_OUT), progress=not getattr(args, "no_progress", False),
                             providers=getattr(args, "only", None))
