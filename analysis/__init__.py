@@ -2,7 +2,8 @@
 
 Public entry points (see each module for shapes and equations):
 
-* ``analysis.hvp(loss_fn, phi, batch, v, method="fwd-rev")`` and :class:`HVPOperator`,
+* ``analysis.hvp(loss_fn, phi, batch, v, method="fwd-rev")``, ``hvp_fn`` (reusable, compilable) and
+  :class:`HVPOperator`,
   ``dense_hessian``, ``hessian_operator``, ``top_eigenvalues``, ``power_iteration``,
   ``third_derivative`` (module :mod:`analysis.hessian`);
 * :mod:`analysis.taylor`: ``leading_order``, ``second_order``, ``measured``, ``expand``,
@@ -14,8 +15,9 @@ Public entry points (see each module for shapes and equations):
 """
 from . import closed_forms, expectations, taylor
 from .expectations import avg_grad, avg_grad_inner, expected_meta_gradients
-from .hessian import HVPOperator, dense_hessian, hessian_operator, hvp, power_iteration, third_derivative, top_eigenvalues
+from .hessian import (HVPOperator, dense_hessian, hessian_operator, hvp, hvp_fn, power_iteration, third_derivative,
+                      top_eigenvalues)
 
-__all__ = ["hvp", "HVPOperator", "dense_hessian", "hessian_operator", "top_eigenvalues", "power_iteration",
+__all__ = ["hvp", "hvp_fn", "HVPOperator", "dense_hessian", "hessian_operator", "top_eigenvalues", "power_iteration",
            "third_derivative", "taylor", "expectations", "closed_forms", "avg_grad", "avg_grad_inner",
            "expected_meta_gradients"]

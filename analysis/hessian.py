@@ -103,6 +103,30 @@ def hvp(loss_fn: LossFn, phi: Params, batch: Batch, v: Params, method: str = "fw
     return vjp(gfun, phi)[1](v)[0]
 
 
+def hvp_fn(loss_fn: LossFn, method: str = "rev-rev", compile: bool = False
+           ) -> Callable[[Params, Batch, Params], Params]:
+    """A reusable ``(phi, batch, v) -> H v`` function, optionally wrapped in ``torch.compile``.
+
+    For many products at many points (e.g. along a training run). Without ``compile`` it is
+    :func:`hvp` minus the input checks. With ``compile=True`` the first call compiles (10-70 s on
+    a 2-core CPU for the Omniglot CNN; again for each new input shape), after which a product of
+    that CNN took 1.3-2.3x an eager gradient (``benchmarks/bench_hvp.py``). No forward-mode
+    fallback is attempted under compile: use "rev-rev" for models without jvp rules.
+    """
+    _check_method(method)
+    f = scalar_loss(loss_fn)
+    g = grad(f)
+
+    def fwd_rev(phi: Params, batch: Batch, v: Params) -> Params:
+        return jvp(lambda p: g(p, batch), (phi,), (v,))[1]
+
+    def rev_rev(phi: Params, batch: Batch, v: Params) -> Params:
+        return vjp(lambda p: g(p, batch), phi)[1](v)[0]
+
+    fn = fwd_rev if method == "fwd-rev" else rev_rev
+    return torch.compile(fn) if compile else fn
+
+
 def third_derivative(loss_fn: LossFn, phi: Params, batch: Batch, u: Params, v: Params,
                      method: str = "fwd-rev") -> Params:
     """The third-derivative tensor contracted twice: ``T[u, v] = d/dt (L''(phi + t u) v)`` at t = 0.

@@ -10,7 +10,7 @@ after ``--warmup`` runs (each run synchronizes the device):
   and its graph are built (what eigen-solvers and the Taylor expansion pay per product);
 * ``product fwd-rev``   -- ``HVPOperator(method="fwd-rev")(v)`` (``torch.func.linearize``);
 * ``build rev-rev`` / ``build fwd-rev`` -- constructing the operator (gradient + graph / tracing).
-* with ``--compile``: ``grad``, ``hvp rev-rev`` and ``hvp fwd-rev`` wrapped in ``torch.compile``
+* with ``--compile``: ``grad`` and ``analysis.hvp_fn(..., compile=True)`` for both methods
   (compile time excluded, reported separately); ``ratio_to_compiled_grad`` compares like with like.
 
 Models: ``MLP((1, 64, 64, 1), "tanh")`` on 10 sine points (float64, the analysis setting, and
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import grad
 
 from analysis import artifacts
-from analysis.hessian import HVPOperator, hvp
+from analysis.hessian import HVPOperator, hvp, hvp_fn
 from reptile.losses import make_loss, params_of
 from reptile.models import MLP, OmniglotCNN
 
@@ -109,18 +109,16 @@ def run(repeats: int, warmup: int, device: str, models: list[str], compile_: boo
             rows.append(dict(model=name, variant="build fwd-rev (once)", median_ms=build * 1e3, iqr_ms=float("nan"),
                              ratio_to_grad=build / base, repeats=1))
             if compile_:
-                g = lambda p: grad(f)(p, batch)  # noqa: E731
-                fns = {"grad [compiled]": lambda p, w: g(p),
-                       "hvp rev-rev [compiled]": lambda p, w: vjp(g, p)[1](w)[0],
-                       "hvp fwd-rev [compiled]": lambda p, w: jvp(g, (p,), (w,))[1]}
+                fns = {"grad [compiled]": torch.compile(lambda p, b, w: grad(f)(p, b)),
+                       "hvp rev-rev [compiled]": hvp_fn(f, "rev-rev", compile=True),
+                       "hvp fwd-rev [compiled]": hvp_fn(f, "fwd-rev", compile=True)}
                 cbase = None
-                for variant, fn in fns.items():
+                for variant, c in fns.items():
                     t = time.perf_counter()
-                    c = torch.compile(fn)
-                    c(phi, v)
+                    c(phi, batch, v)
                     _sync(device)
                     ctime = time.perf_counter() - t
-                    med, iqr = median_time(lambda: c(phi, v), repeats, warmup, device)
+                    med, iqr = median_time(lambda: c(phi, batch, v), repeats, warmup, device)
                     cbase = med if cbase is None else cbase
                     rows.append(dict(model=name, variant=variant, median_ms=med * 1e3, iqr_ms=iqr * 1e3,
                                      ratio_to_grad=med / base, ratio_to_compiled_grad=med / cbase,

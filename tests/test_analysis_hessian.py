@@ -46,6 +46,17 @@ def test_hvp_matches_dense_hessian(small, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_hvp_fn_reusable(small):
+    f, phi, batch, dense = small
+    v = _rand(phi, 4)
+    for method in METHODS:
+        fn = analysis.hvp_fn(f, method)
+        assert (tree.flatten(fn(phi, batch, v)) - dense @ tree.flatten(v)).abs().max() < 1e-10  # as above
+    with pytest.raises(ValueError, match="unknown HVP method"):
+        analysis.hvp_fn(f, "fwd-fwd")
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_operator_dense_and_linear_operator(small, method):
     f, phi, batch, dense = small
     op = HVPOperator(f, phi, batch, method)
