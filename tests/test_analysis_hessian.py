@@ -45,7 +45,6 @@ def test_hvp_matches_dense_hessian(small, method):
         assert (hv - dense @ tree.flatten(v)).abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("method", METHODS)
 def test_hvp_fn_reusable(small):
     f, phi, batch, dense = small
     v = _rand(phi, 4)
