@@ -37,6 +37,7 @@ from reptile.models import OmniglotCNN
 
 NAME = "cost"
 ALGORITHMS = ("maml", "fomaml", "reptile")
+MARKERS = {"maml": "o", "fomaml": "s", "reptile": "^"}
 SETTINGS = {
     "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=5),
     "fast": dict(filters=8, batch=5, ks=(2, 3), reps=1),
@@ -112,13 +113,12 @@ def plot(df: pd.DataFrame, fast: bool, out: str | Path | None) -> list[Path]:
     s = SETTINGS["fast" if fast else "full"]
     fig, axes = style.figure(ncols=2, width=style.PAGE * 0.75, height=2.4)
     for name, g in df.groupby("algorithm", sort=False):
-        kw = dict(color=style.color(name), marker="o", label=style.NAMES[name])
+        kw = dict(color=style.color(name), marker=MARKERS[name], ls="--" if name == "fomaml" else "-",
+                  label=style.NAMES[name])
         axes[0][0].plot(g["k"], g["cpu_seconds"] * 1e3, **kw)
         axes[0][1].plot(g["k"], g["peak_bytes"] / 2 ** 20, **kw)
     for ax in axes[0]:
-        ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(df["k"].unique()), [str(k) for k in sorted(df["k"].unique())])
-        ax.minorticks_off()
         ax.set_xlabel("k (minibatches per task)")
     axes[0][0].set_ylabel("CPU time per meta-gradient (ms)")
     axes[0][1].set_ylabel("peak allocated memory (MiB)")
