@@ -96,12 +96,11 @@ pd.DataFrame((G @ G.T).numpy(), index=[f"gbar_{i+1}" for i in range(k)],
     ("md", """\
 ## Step 2: Hessian-vector products, and what SGD actually sees
 
-`analysis.hessian.hvp(loss_fn, phi, batch, v)` gives $\\bar H v$ without forming the Hessian (forward over
+`analysis.hvp(loss_fn, phi, batch, v)` gives $\\bar H v$ without forming the Hessian (forward over
 reverse mode). With it we predict each SGD gradient $g_i$ to first order and compare with the
 real ones from the engine's inner loop (`reptile.inner.adapt(..., keep=True)`)."""),
     ("code", """\
-import analysis.taylor
-from analysis.hessian import hvp
+import analysis
 from reptile.inner import SGD, adapt
 
 alpha = 0.01
@@ -111,7 +110,7 @@ for i in range(k):
     s_i = tree.zeros_like(phi)
     for j in range(i):
         s_i = tree.add(s_i, gbar[j])
-    first = tree.sub(gbar[i], tree.scale(hvp(loss_fn, phi, minibatch(i), s_i), alpha))
+    first = tree.sub(gbar[i], tree.scale(analysis.hvp(loss_fn, phi, minibatch(i), s_i), alpha))
     g_i = traj.grads[i]
     rows.append({"i": i + 1, "|g_i|": float(tree.norm(g_i)),
                  "|g_i - gbar_i| (order 0)": float(tree.norm(tree.sub(g_i, gbar[i]))),
@@ -126,7 +125,7 @@ correction removes most of it, leaving $O(\\alpha^2)$.
 The three predictions, written out from the formulas above with the HVPs of step 2 …"""),
     ("code", """\
 def hv(i, v):
-    return hvp(loss_fn, phi, minibatch(i), v)
+    return analysis.hvp(loss_fn, phi, minibatch(i), v)
 
 def total(trees):
     out = tree.zeros_like(phi)
