@@ -14,13 +14,16 @@ import torch
 
 from reptile.checkpoint import atomic_write_bytes, latest_checkpoint, list_checkpoints, save_checkpoint
 
-ARGS = ["train", "sine", "--iterations", "600", "--checkpoint-every", "20", "--log-every", "10",
+ARGS = ["train", "sine", "--iterations", "2000", "--checkpoint-every", "20", "--log-every", "10",
         "--hidden", "8,8", "--eval-tasks", "2", "--no-progress"]
 
 
-def _start(out: Path, resume: bool = False) -> subprocess.Popen:
+def _start(out: Path, resume: bool = False, iterations: int | None = None) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "reptile", *ARGS, "--out", str(out)] + (["--resume"] if resume else [])
+    args = list(ARGS)
+    if iterations is not None:
+        args[args.index("--iterations") + 1] = str(iterations)
+    cmd = [sys.executable, "-m", "reptile", *args, "--out", str(out)] + (["--resume"] if resume else [])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -34,7 +37,7 @@ def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 60)
 
 def _final_params(out: Path) -> dict[str, torch.Tensor]:
     path, ckpt = latest_checkpoint(out / "checkpoints")
-    assert ckpt["iteration"] == 600, path
+    assert ckpt["iteration"] == 2000, path
     return ckpt["params"]
 
 
@@ -77,7 +80,7 @@ def test_sigkill_at_random_points_then_resume_gives_identical_parameters(tmp_pat
 @pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "run"
-    proc = _start(out)
+    proc = _start(out, iterations=10**6)  # far more than it can do before the signal arrives
     try:
         _wait_for_checkpoint(out, proc)
         time.sleep(0.3)
