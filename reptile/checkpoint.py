@@ -119,3 +119,14 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints."""
     for p in list_checkpoints(directory)[:-keep]:
         p.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or the newest good checkpoint of a run folder (``RUN/checkpoints/``)."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in {path} (expected {path}/checkpoints/ckpt-*.pt)")
+        return found
+    return path, load_checkpoint(path)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint
-from .models import build_model
+from .checkpoint import atomic_write_bytes, resolve_checkpoint
+from .models import build_model, seeded_init
 from .types import Params
 
 FORMAT = "reptile-lab-demo-weights"
@@ -114,21 +114,8 @@ def check_spec(kind: str, spec: dict[str, Any]) -> None:
 def random_init(spec: dict[str, Any], seed: int) -> Params:
     """PyTorch's default initialization of the model ``spec`` with ``torch.manual_seed(seed)``
     (the global RNG state is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(spec["name"], **spec.get("kwargs", {}))
+    model = seeded_init(seed, lambda: build_model(spec["name"], **spec.get("kwargs", {})))
     return {k: v.detach().clone() for k, v in model.named_parameters()}
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint file, or the newest good checkpoint of a run folder (``RUN/checkpoints/``)."""
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint in {path} (expected {path}/checkpoints/ckpt-*.pt)")
-        return found
-    return path, load_checkpoint(path)
 
 
 def _plain(value: Any) -> Any:

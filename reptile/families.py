@@ -16,7 +16,7 @@ from torch import nn
 
 from .evaluate import evaluate_sine
 from .losses import make_loss, params_of
-from .models import MLP, LinearModel, model_spec
+from .models import MLP, LinearModel, model_spec, seeded_init
 from .tasks import LeastSquaresTaskDistribution, SineTaskDistribution
 from .train import TaskSampler
 from .types import LossFn, Params
@@ -65,13 +65,6 @@ def device_of(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     return torch.device(name)
-
-
-def seeded_init(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
-    """Build a model with torch's RNG seeded by ``seed``, leaving the global RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
 
 
 # -- sine waves ------------------------------------------------------------------------------

@@ -636,11 +636,11 @@ def report(runs: Sequence[str | Path], eval_tasks: int = 1000, eval_seed: int = 
     Returns ``{"runs": [{run, iteration, accuracy, accuracy_ci95, ...}], "over_seeds":
     {metric: {"mean", "std", "n"}}}`` with accuracies as fractions.
     """
-    from .cli.train import load_run
+    from .checkpoint import resolve_checkpoint
     from .train import check_compatible
     rows = []
     for run in runs:
-        path, ckpt = load_run(Path(run))
+        path, ckpt = resolve_checkpoint(run)
         extra = ckpt.get("extra") or {}
         if extra.get("family") != "fewshot":
             raise ValueError(f"{path} was not trained on the few-shot family (family {extra.get('family')!r})")

@@ -17,7 +17,7 @@ output sizes.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -125,6 +125,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         return MODELS[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"bad arguments for model {name!r}: {e}") from e
+
+
+def seeded_init(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a model with torch's RNG seeded by ``seed``, leaving the global RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

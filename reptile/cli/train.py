@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..checkpoint import latest_checkpoint, load_checkpoint
+from ..checkpoint import latest_checkpoint, resolve_checkpoint
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
 from ..tasks.schedules import SCHEDULES
@@ -158,18 +158,8 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
     return 0
 
 
-def load_run(path: Path) -> tuple[Path, dict]:
-    """A checkpoint file, or the newest good checkpoint of a run folder."""
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint in {path} (expected {path}/checkpoints/ckpt-*.pt)")
-        return found
-    return path, load_checkpoint(path)
-
-
 def run_eval(args: argparse.Namespace) -> int:
-    path, ckpt = load_run(args.run)
+    path, ckpt = resolve_checkpoint(args.run)
     extra = ckpt.get("extra") or {}
     if "family" not in extra:
         raise ValueError(f"{path} does not say which task family it was trained on; it was not written by `reptile train`")
