@@ -117,8 +117,9 @@ def reference_maml(model: nn.Module, tasks: list, lr: float) -> Callable[[], Non
     return iteration
 
 
-def engine(model: nn.Module, tasks: list, algorithm: str, setting: dict, **overrides) -> Callable[[], None]:
-    """``MetaTrainer.step()`` on the same tasks (the sampler hands them out in turn)."""
+def make_trainer(model: nn.Module, tasks: list, algorithm: str, setting: dict, trainer_kwargs: dict | None = None,
+                 **overrides) -> MetaTrainer:
+    """A ``MetaTrainer`` on the same tasks (the sampler hands them out in turn)."""
     adam = algorithm != "maml"
     cfg = TrainConfig(algorithm=algorithm, inner_steps=setting["k"], inner_batch=setting["batch"],
                       inner_optimizer="adam" if adam else "sgd",
@@ -130,7 +131,12 @@ def engine(model: nn.Module, tasks: list, algorithm: str, setting: dict, **overr
     def sampler(rng: np.random.Generator):
         return tasks[next(counter) % len(tasks)]
 
-    trainer = MetaTrainer(make_loss(model, "cross_entropy"), params_of(model), sampler, cfg)
+    return MetaTrainer(make_loss(model, "cross_entropy"), params_of(model), sampler, cfg, **(trainer_kwargs or {}))
+
+
+def engine(model: nn.Module, tasks: list, algorithm: str, setting: dict, **overrides) -> Callable[[], None]:
+    """``MetaTrainer.step()``: one whole meta-iteration of the engine."""
+    trainer = make_trainer(model, tasks, algorithm, setting, **overrides)
     return lambda: trainer.step()
 
 
@@ -165,4 +171,125 @@ def run(settings: list[str], algorithms: list[str], variants: list[str], repeats
                              "first_call_s": first[n], "repeats": repeats[sname]})
                 log(f"  {sname:<12} {alg:<7} {n:<22} {t.ratio_cpu:5.2f}x cpu  {t.ratio_wall:5.2f}x wall  "
                     f"({t.cpu_s * 1e3:.0f} ms cpu)")
+    return rows
+
+
+# -- both cores: the meta-batch's tasks split over 2 processes (reptile.distributed) ------------------
+def _worker(rank: int, world: int, port: int, setting_name: str, algorithm: str, overrides: dict, conn) -> None:
+    import torch.distributed as dist
+
+    from reptile.distributed import all_reduce_sum, task_slice
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        s = SETTINGS[setting_name]
+        tasks = make_tasks(s)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = s["model"]()
+        trainer = make_trainer(model, tasks, algorithm, s, {"task_slice": task_slice(len(tasks), rank, world),
+                                                            "reduce": all_reduce_sum}, **overrides)
+        conn.send("ready")
+        while conn.recv() == "step":
+            trainer.step()
+            conn.send("done")
+    except BaseException as e:  # report, then let the parent kill the group
+        conn.send(f"error: {e!r}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class DataParallel:
+    """``world`` worker processes, one intra-op thread each, that take one meta-iteration of their share
+    of the tasks (gloo all-reduce) every time :meth:`__call__` is called; wall time is measured here."""
+
+    def __init__(self, setting_name: str, algorithm: str, overrides: dict, world: int = 2, timeout: float = 1800):
+        import multiprocessing as mp
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ctx = mp.get_context("spawn")
+        self.timeout, self.conns, self.procs = timeout, [], []
+        for rank in range(world):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(rank, world, port, setting_name, algorithm, overrides, child),
+                            daemon=True)
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+        self._expect("ready")
+
+    def _expect(self, what: str) -> None:
+        for c in self.conns:
+            if not c.poll(self.timeout):
+                self.close()
+                raise RuntimeError(f"a data-parallel worker did not answer within {self.timeout} s")
+            msg = c.recv()
+            if msg != what:
+                self.close()
+                raise RuntimeError(f"data-parallel worker failed: {msg}")
+
+    def __call__(self) -> None:
+        for c in self.conns:
+            c.send("step")
+        self._expect("done")
+
+    def close(self) -> None:
+        for c in self.conns:
+            try:
+                c.send("stop")
+            except (OSError, BrokenPipeError):
+                pass
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def run_parallel(settings: list[str], algorithms: list[str], variants: list[str], repeats: int, world: int = 2,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Wall time of a meta-iteration split over ``world`` single-threaded processes, against the
+    reference loop with ``world`` intra-op threads in this process (both use all the cores)."""
+    rows = []
+    for sname in settings:
+        s = SETTINGS[sname]
+        tasks = make_tasks(s)
+        for alg in algorithms:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = s["model"]()
+            ref = reference_maml(model, tasks, s["sgd_lr"]) if alg == "maml" else \
+                reference_first_order(model, tasks, alg, s["adam_lr"])
+            threads = torch.get_num_threads()
+
+            def reference() -> None:
+                torch.set_num_threads(world)
+                try:
+                    ref()
+                finally:
+                    torch.set_num_threads(threads)
+            workers = {}
+            try:
+                cands: dict[str, Callable[[], None]] = {"reference": reference}
+                for v in variants:
+                    workers[v] = DataParallel(sname, alg, VARIANTS[v], world)
+                    cands[f"{world} processes, {v}"] = workers[v]
+                first = {}
+                for n, f in cands.items():
+                    tic = time.perf_counter()
+                    f()
+                    first[n] = time.perf_counter() - tic
+                    log(f"  {sname} {alg} {n}: first call {first[n]:.1f} s")
+                res = compare(cands, "reference", repeats, warmup=1)
+            finally:
+                for w in workers.values():
+                    w.close()
+            for n, t in res.items():
+                rows.append({"suite": "meta_iteration_2_cores", "setting": sname, "algorithm": alg, "candidate": n,
+                             "baseline": f"reference, {world} threads", "ratio_wall": t.ratio_wall,
+                             "wall_ms": t.wall_s * 1e3, "first_call_s": first[n], "repeats": repeats})
+                log(f"  {sname:<12} {alg:<7} {n:<36} {t.ratio_wall:5.2f}x wall  ({t.wall_s * 1e3:.0f} ms)")
     return rows

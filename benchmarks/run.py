@@ -5,6 +5,8 @@ repeats after warm-up; see ``benchmarks/common.py``):
 
 * ``meta``: one meta-iteration of Reptile, FOMAML and MAML at the paper's Omniglot 5-way and
   Mini-ImageNet settings against the straightforward PyTorch loop (``bench_meta.py``);
+* ``parallel``: the same Omniglot meta-iteration with its tasks split over 2 single-threaded
+  processes (``reptile.distributed``, gloo), wall time against the reference loop with 2 threads;
 * ``avggradinner``: AvgGradInner samples per second, vmap+jvp against a naive double-backward loop
   (``bench_avggradinner.py``);
 * ``memory``: time and peak memory of MAML, FOMAML and Reptile against k, MAML's slope per step
@@ -33,7 +35,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 from benchmarks import bench_avggradinner, bench_memory, bench_meta  # noqa: E402
 from benchmarks.common import fmt_table, machine  # noqa: E402
 
-SUITES = ("meta", "avggradinner", "memory", "hvp")
+SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp")
 HERE = Path(__file__).resolve().parent
 
 
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                                           ",".join(bench_meta.VARIANTS) if setting == "omniglot" else
                                           "eager,channels_last,compile+channels_last")).split(",")
             rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log)
+    if "parallel" in suites:
+        log("== both cores: the meta-batch split over 2 single-threaded processes vs the reference with 2 threads")
+        pv = (args.variants or ("eager" if args.quick else "eager,compile+channels_last")).split(",")
+        rows += bench_meta.run_parallel(["omniglot"], args.algorithms.split(","), pv, reps, 2, log)
     if "avggradinner" in suites:
         log("== AvgGradInner (Hbar_2 gbar_1) samples per second: vmap+jvp vs naive double backward")
         rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log)

@@ -131,3 +131,14 @@ def test_channels_last_batches_keeps_values_and_lays_out_nhwc():
     assert torch.equal(xc, x) and xc[1].is_contiguous(memory_format=torch.channels_last)
     v = torch.rand(2, 3, 1)
     assert channels_last_batches((v, v))[0] is v
+
+
+def test_compiled_updates_of_different_optimizers_do_not_share_a_graph():
+    """The optimizer's hyper-parameters are baked into the graph: another lr must not reuse it."""
+    loss_fn, phi, batches = _cnn("none")
+    backend = CountingBackend()
+    torch._dynamo.reset()
+    for lr in (1e-2, 3e-2):
+        opt = Adam(lr)
+        fast = make_meta_update("reptile", loss_fn, opt, compile=True, compile_options={"backend": backend})
+        _close(fast(phi, batches)[0], meta_update("reptile", loss_fn, phi, batches, opt)[0], 1e-10)
