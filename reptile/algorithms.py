@@ -74,8 +74,8 @@ def meta_gradient(name: str, loss_fn: LossFn, phi: Params, batches: Batch, alpha
     k = _check(name, batches)
     check_lr(alpha)
     opt = SGD(alpha)
-    if name == "reptile":
-        return tree.scale(tree.sub(phi, adapt(loss_fn, phi, batches, opt).end), 1.0 / alpha)
+    if name == "reptile":  # (phi_1 - phi_{k+1}) / alpha, summed as g_1 + ... + g_k: no cancellation error
+        return adapt(loss_fn, phi, batches, opt).grad_sum
     if name == "fomaml" or (name == "maml" and first_order):
         phi_k = adapt(loss_fn, phi, _head(batches, k - 1), opt).end
         return grad(loss_fn)(phi_k, _last(batches))

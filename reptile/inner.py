@@ -6,6 +6,8 @@ be differentiated (second-order MAML), vmapped over tasks and compiled.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +77,8 @@ def make_optimizer(name: str, lr: float, **kwargs: Any) -> SGD | Adam:
 
 
 def check_lr(lr: float, what: str = "alpha") -> None:
-    if not isinstance(lr, (int, float)) or not lr > 0 or lr != lr or lr == float("inf"):
+    """Raise ``ValueError`` unless ``lr`` is a real number (Python or numpy scalar) in (0, inf)."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < math.inf:
         raise ValueError(f"{what} must be a positive finite number, got {lr!r}")
 
 
@@ -83,13 +86,15 @@ def check_lr(lr: float, what: str = "alpha") -> None:
 class Trajectory:
     """What the inner loop saw. ``params[i]`` is phi_{i+1} (``params[0]`` = phi_1 = the start, k+1
     entries when kept, else empty), ``grads[i]`` = g_{i+1} (k entries when kept), ``losses[i]`` =
-    L_{i+1}(phi_{i+1}) (``[k]``), ``end`` = phi_{k+1}, ``state`` = the optimizer state after."""
+    L_{i+1}(phi_{i+1}) (``[k]``), ``end`` = phi_{k+1}, ``state`` = the optimizer state after,
+    ``grad_sum`` = g_1 + ... + g_k (always; memory independent of k)."""
 
     end: Params
     state: State
     losses: Tensor
     params: list[Params] = field(default_factory=list)
     grads: list[Params] = field(default_factory=list)
+    grad_sum: Params | None = None
 
 
 def check_batches(batches: Batch, k_min: int = 1, k: int | None = None) -> int:
@@ -135,15 +140,16 @@ def adapt(loss_fn: LossFn, phi: Params, batches: Batch, optimizer: SGD | Adam, s
     k = check_batches(batches)
     x, y = batches
     state = optimizer.init(phi) if state is None else state
-    params, losses, kept_p, kept_g = phi, [], [phi] if keep else [], []
+    params, losses, kept_p, kept_g, total = phi, [], [phi] if keep else [], [], None
     step_grad = grad_and_value(loss_fn)
     for i in range(k):
         g, loss = step_grad(params, (x[i], y[i]))
         if first_order:
             g = {n: v.detach() for n, v in g.items()}
+        total = g if total is None else {n: total[n] + g[n] for n in g}
         params, state = optimizer.step(params, g, state)
         losses.append(loss.detach())
         if keep:
             kept_p.append(params)
             kept_g.append(g)
-    return Trajectory(params, state, torch.stack(losses), kept_p, kept_g)
+    return Trajectory(params, state, torch.stack(losses), kept_p, kept_g, total)

@@ -209,3 +209,21 @@ def test_second_order_maml_through_adam_is_finite_with_zero_gradients():
     h = 1e-6
     fd = (f(tree.add(phi, v, h)) - f(tree.add(phi, v, -h))) / (2 * h)
     assert abs(fd - float(tree.dot(g, v))) < 1e-6 * max(1.0, abs(fd))  # FD error ~1e-9 relative
+
+
+def test_reptile_gradient_equals_displacement_over_alpha():
+    _, loss_fn, phi, batches = _setup(k=4)
+    g = meta_gradient("reptile", loss_fn, phi, batches, 0.1)
+    end = adapt(loss_fn, phi, batches, SGD(0.1)).end
+    disp = tree.scale(tree.sub(phi, end), 1 / 0.1)
+    # (phi - phi~)/alpha loses ~1e-16 |phi| / alpha to cancellation; the sum does not
+    assert float(tree.norm(tree.sub(g, disp))) < 1e-13
+
+
+def test_numpy_step_sizes_are_accepted_and_bad_ones_named():
+    import numpy as np
+    _, loss_fn, phi, batches = _setup(k=2)
+    meta_gradient("reptile", loss_fn, phi, batches, np.float32(0.1))
+    for bad in (True, "0.1", np.float64("nan"), -np.float32(1)):
+        with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+            meta_gradient("reptile", loss_fn, phi, batches, bad)
