@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .verify import DEFAULT_OUT, format_table, run_verify
+from reptile.paths import check_output_dir
+
+from .verify import DEFAULT_OUT, PROVIDERS, format_table, module_exists, run_verify
 
 DESCRIPTION = """\
 Check the Reptile paper's Taylor-series analysis (section 5.1) on embedded problems: the sine-wave
@@ -46,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"reptile verify: --threads must be >= 1, got {threads}", file=sys.stderr)
             return 2
         torch.set_num_threads(threads)
+    unknown = [m for m in (getattr(args, "only", None) or []) if not module_exists(m)]
+    if unknown:
+        print(f"reptile verify: error: --only {unknown[0]!r} is not an importable module; the check "
+              f"providers are {', '.join(PROVIDERS)}", file=sys.stderr)
+        return 2
+    try:
+        check_output_dir(getattr(args, "out", DEFAULT_OUT))
+    except ValueError as e:
+        print(f"reptile verify: error: {e}", file=sys.stderr)
+        return 1
     try:
         result = run_verify(mode, getattr(args, "out", DEFAULT_OUT), progress=not getattr(args, "no_progress", False),
                             providers=getattr(args, "only", None))

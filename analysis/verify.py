@@ -13,6 +13,7 @@ written atomically (:mod:`analysis.artifacts`).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import platform
 import time
 import traceback
@@ -22,6 +23,8 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+
+from reptile.paths import check_output_dir
 
 from . import artifacts
 from .claims import Claim, check_mode
@@ -69,6 +72,14 @@ class VerifyResult:
         return not self.failed
 
 
+def module_exists(name: str) -> bool:
+    """Whether ``name`` is an importable module (without importing it)."""
+    try:
+        return isinstance(name, str) and importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a malformed name
+        return False
+
+
 def _run_provider(module: str, mode: str, out_dir: Path, progress: bool) -> ProviderResult:
     start, cpu = time.perf_counter(), time.process_time()
     try:
@@ -96,13 +107,15 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
     Returns:
         A :class:`VerifyResult`; nothing is printed.
     Raises:
-        ValueError: unknown mode or an empty provider list.
+        ValueError: unknown mode, an empty provider list, or an ``out_dir`` that cannot be created
+            (a file in the way, no write permission). A provider module that does not exist
+            becomes a failing claim, like one that crashes.
     """
     check_mode(mode)
     mods = list(PROVIDERS if providers is None else providers)
     if not mods:
         raise ValueError("no check providers to run")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     result = VerifyResult(mode, out)
     start, cpu = time.perf_counter(), time.process_time()

@@ -12,6 +12,8 @@ k" take k-1 steps and use the k-th minibatch for the outer loss.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -29,6 +31,22 @@ def _check(name: str, batches: Batch) -> int:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {ALGORITHMS}")
     return check_batches(batches, k_min=MIN_K[name])
+
+
+def check_weights(weights: Sequence[float] | None, k: int) -> list[float]:
+    """The k weights w_1..w_k of ``"combination"`` as floats; ``ValueError`` unless k finite numbers."""
+    if weights is None or isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise ValueError(f"'combination' needs k = {k} weights w_1..w_k (a list of numbers), got {weights!r}")
+    if len(weights) != k:
+        raise ValueError(f"'combination' needs k = {k} weights w_1..w_k, got {len(weights)}")
+    out = []
+    for i, w in enumerate(weights):
+        if isinstance(w, torch.Tensor) and w.numel() == 1:
+            w = w.item()
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(float(w)):
+            raise ValueError(f"weight w_{i + 1} must be a finite number, got {w!r}")
+        out.append(float(w))
+    return out
 
 
 def _head(batches: Batch, n: int) -> Batch:
@@ -83,9 +101,7 @@ def meta_gradient(name: str, loss_fn: LossFn, phi: Params, batches: Batch, alpha
         return grad(maml_outer_loss, argnums=1)(loss_fn, phi, batches, opt)
     if name == "joint":
         return _joint(loss_fn, phi, batches)[0]
-    if weights is None or len(weights) != k:
-        raise ValueError(f"'combination' needs k = {k} weights w_1..w_k, got "
-                         f"{None if weights is None else len(weights)}")
+    weights = check_weights(weights, k)
     return tree.weighted_sum(adapt(loss_fn, phi, batches, opt, keep=True).grads, weights)
 
 
@@ -124,7 +140,6 @@ def meta_update(name: str, loss_fn: LossFn, phi: Params, batches: Batch, optimiz
     if name == "joint":
         g, losses = _joint(loss_fn, phi, batches)
         return tree.scale(g, optimizer.lr), state if state is not None else optimizer.init(phi), losses
-    if weights is None or len(weights) != k:
-        raise ValueError(f"'combination' needs k = {k} weights, got {None if weights is None else len(weights)}")
+    weights = check_weights(weights, k)
     traj = adapt(loss_fn, phi, batches, optimizer, state, keep=True)
     return tree.scale(tree.weighted_sum(traj.grads, weights), optimizer.lr), traj.state, traj.losses

@@ -38,6 +38,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; nothing was changed "
+                               f"(the previous file, if any, is intact)") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -80,10 +84,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         raise CheckpointError(f"{path} fails its checksum: the file is truncated or corrupted; "
                               f"use an earlier checkpoint")
     try:
-        return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError and others for unsafe payloads
-        raise CheckpointError(f"{path} holds something other than plain tensors and values, refused "
-                              f"by weights_only=True: {e}") from e
+        # torch's own message suggests weights_only=False: the one thing not to do with an unknown file
+        msg = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", msg)
+        reason = (f"it names {found[1]}, which is not allowed" if found else
+                  (re.search(r"Unsupported operand \d+", msg) or [f"{type(e).__name__}"])[0])
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values (refused by "
+                              f"weights_only=True, nothing in it was run: {reason}); it was not written "
+                              f"by reptile-lab, or was tampered with; do not load it with weights_only=False "
+                              f"unless you trust its source") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not the dict `reptile train` writes; "
+                              f"it was not written by reptile-lab")
+    return payload
 
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.pt$")

@@ -62,9 +62,34 @@ def dtype_of(name: str) -> torch.dtype:
 
 
 def device_of(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    return device
+
+
+# argparse types (imported late: reptile.cli imports the trainer, which must not import this module)
+def _positive_int(text: str) -> int:
+    from .cli import positive_int
+    return positive_int(text)
+
+
+def _nonneg_int(text: str) -> int:
+    from .cli import nonneg_int
+    return nonneg_int(text)
+
+
+def _positive_float(text: str) -> float:
+    from .cli import positive_float
+    return positive_float(text)
+
+
+def _nonneg_float(text: str) -> float:
+    from .cli import nonneg_float
+    return nonneg_float(text)
 
 
 # -- sine waves ------------------------------------------------------------------------------
@@ -74,11 +99,11 @@ def _sine_args(p: argparse.ArgumentParser) -> None:
                    help="reptile: phase in [0, 2pi], 50-point grid (paper/blog); maml: phase in [0, pi], K uniform points")
     g.add_argument("--hidden", default="64,64", help="hidden widths of the MLP, comma separated (default 64,64)")
     g.add_argument("--activation", default="tanh", help="MLP activation: tanh (blog), relu (MAML), gelu, elu")
-    g.add_argument("--points", type=int, default=None,
+    g.add_argument("--points", type=_positive_int, default=None,
                    help="examples per task during meta-training (default 50 grid points, or 10 for --variant maml)")
-    g.add_argument("--shots", type=int, default=10, help="points given at test time (default 10)")
-    g.add_argument("--test-steps", type=int, default=32, help="SGD steps at test time (default 32)")
-    g.add_argument("--test-lr", type=float, default=0.02, help="SGD step size at test time (default 0.02)")
+    g.add_argument("--shots", type=_positive_int, default=10, help="points given at test time (default 10)")
+    g.add_argument("--test-steps", type=_nonneg_int, default=32, help="SGD steps at test time (default 32)")
+    g.add_argument("--test-lr", type=_positive_float, default=0.02, help="SGD step size at test time (default 0.02)")
 
 
 def _sine_build(args: argparse.Namespace) -> Setup:
@@ -114,9 +139,9 @@ register_family(Family("sine", "sine-wave regression (Reptile paper Figure 1, bl
 # -- least squares ---------------------------------------------------------------------------
 def _ls_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("least squares")
-    g.add_argument("--dim", type=int, default=10, help="weights per task (default 10)")
-    g.add_argument("--ls-points", type=int, default=5, help="examples per task; fewer than --dim is underdetermined (default 5)")
-    g.add_argument("--noise", type=float, default=0.0, help="target noise standard deviation (default 0)")
+    g.add_argument("--dim", type=_positive_int, default=10, help="weights per task (default 10)")
+    g.add_argument("--ls-points", type=_positive_int, default=5, help="examples per task; fewer than --dim is underdetermined (default 5)")
+    g.add_argument("--noise", type=_nonneg_float, default=0.0, help="target noise standard deviation (default 0)")
 
 
 def _ls_build(args: argparse.Namespace) -> Setup:

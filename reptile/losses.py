@@ -59,6 +59,7 @@ def make_loss(model: nn.Module, criterion: str | Callable[[Tensor, Tensor], Tens
         try:
             out = functional_call(model, (params, buffers) if buffers else params, (x,))
         except RuntimeError as e:
+            _explain(model, params, x, e)
             if "shape" in str(e) or "size" in str(e) or "channels" in str(e):
                 raise ValueError(f"inputs of shape {tuple(x.shape)} do not fit the model "
                                  f"{type(model).__name__}: {e}") from e
@@ -67,6 +68,21 @@ def make_loss(model: nn.Module, criterion: str | Callable[[Tensor, Tensor], Tens
 
     loss_fn.model = model  # type: ignore[attr-defined]
     return loss_fn
+
+
+def _explain(model: nn.Module, params: Params, x: Tensor, err: RuntimeError) -> None:
+    """After a failed forward pass, raise a ``ValueError`` naming a parameter of the wrong shape or a
+    dtype mismatch, if that is the cause (checked only on the error path: free when all is well)."""
+    expected = dict(model.named_parameters())
+    for name, v in params.items():
+        if name in expected and isinstance(v, Tensor) and tuple(v.shape) != tuple(expected[name].shape):
+            raise ValueError(f"params[{name!r}] has shape {tuple(v.shape)}, the model {type(model).__name__} "
+                             f"expects {tuple(expected[name].shape)}; pass parameters of this model "
+                             f"(reptile.params_of(model))") from err
+    dtypes = {v.dtype for v in params.values() if isinstance(v, Tensor)}
+    if x.is_floating_point() and dtypes and x.dtype not in dtypes:
+        raise ValueError(f"inputs are {x.dtype} but the parameters are {', '.join(map(str, sorted(dtypes, key=str)))}; "
+                         f"convert one to the other (e.g. x.to({next(iter(dtypes))}))") from err
 
 
 def params_of(model: nn.Module) -> Params:

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch.func import vmap
 from tqdm.auto import tqdm
 
 from . import tree
-from .algorithms import ALGORITHMS, MIN_K, meta_update
+from .algorithms import ALGORITHMS, MIN_K, check_weights, meta_update
 from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .inner import Adam, SGD, make_optimizer
 from .types import Batch, LossFn, Params
@@ -80,6 +81,13 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first bad field and what it accepts."""
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
+        for name in ("inner_steps", "inner_batch", "meta_batch", "iterations", "checkpoint_every", "log_every",
+                     "keep_checkpoints", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{name} must be a whole number, got {v!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.inner_steps < MIN_K[self.algorithm]:
             raise ValueError(f"{self.algorithm} needs inner_steps >= {MIN_K[self.algorithm]}, got {self.inner_steps}")
         for name in ("inner_batch", "meta_batch", "iterations", "checkpoint_every", "log_every", "keep_checkpoints"):
@@ -102,7 +110,10 @@ class TrainConfig:
             raise ValueError("compile and channels_last are fast paths of batching='loop'; drop them or use "
                              "batching='loop'")
         if self.algorithm == "combination" and (self.weights is None or len(self.weights) != self.inner_steps):
-            raise ValueError(f"algorithm 'combination' needs inner_steps = {self.inner_steps} weights")
+            raise ValueError(f"algorithm 'combination' needs inner_steps = {self.inner_steps} weights w_1..w_k, "
+                             f"got {None if self.weights is None else len(self.weights)}")
+        if self.weights is not None:
+            check_weights(self.weights, len(self.weights))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reptile.paths import check_output_file
+
 
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
@@ -94,6 +96,7 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     from reptile.data.episodes import contact_sheet
     from reptile.data.glyphs import build_glyphs, split_archive
 
+    check_output_file(args.out)
     kw = _build_kwargs(args)
     seed = kw.pop("seed")
     archive = build_glyphs(seed, progress=not args.no_progress, **kw)

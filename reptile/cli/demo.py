@@ -12,7 +12,8 @@ import urllib.parse
 from functools import partial
 from pathlib import Path
 
-from . import nonneg_int, positive_int
+from ..paths import check_output_file
+from . import nonneg_int, port_number, positive_int
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 WEIGHTS_PREFIX = "/weights/"
@@ -135,7 +136,10 @@ def make_server(host: str = "127.0.0.1", port: int = 8765, weights_dir: Path | N
     Raises:
         OSError: the port is in use or the address cannot be bound (with a message saying so).
         NotADirectoryError: ``weights_dir`` is not a folder.
+        ValueError: a port outside 0..65535.
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be a whole number 0..65535 (0 picks a free one), got {port!r}")
     weights_dir = Path(weights_dir) if weights_dir is not None else root / "weights"
     if not weights_dir.is_dir():
         raise NotADirectoryError(f"--weights-dir {weights_dir} is not a folder")
@@ -152,7 +156,8 @@ def make_server(host: str = "127.0.0.1", port: int = 8765, weights_dir: Path | N
         if e.errno == errno.EADDRINUSE:
             raise OSError(errno.EADDRINUSE, f"port {port} on {host} is already in use; choose another with "
                                             f"--port (or --port 0 for any free port)") from None
-        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror or e}; check --host "
+                               f"(default 127.0.0.1, this machine only) and --port") from None
     return server
 
 
@@ -183,6 +188,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..demo_export import export_checkpoint
 
+    if args.out is not None:
+        check_output_file(args.out)
     out, obj = export_checkpoint(args.checkpoint, args.out, args.kind, steps=args.steps, init_seed=args.init_seed)
     n = sum(len(e["b64"]) * 3 // 4 // 4 for e in obj["params"].values())
     src = obj["source"]
@@ -197,7 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a query, or click points of a sine wave, and watch a Reptile-trained "
                                    "network fine-tune in your browser next to a randomly initialized one. "
                                    "Serves only the demo's own folder (and --weights-dir at /weights/).")
-    p.add_argument("--port", type=nonneg_int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
+    p.add_argument("--port", type=port_number, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--weights-dir", type=Path, default=None,

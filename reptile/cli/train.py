@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import latest_checkpoint, resolve_checkpoint
+from ..paths import check_output_dir
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
 from ..tasks.schedules import SCHEDULES
 from .. import distributed
 from ..train import MetaTrainer, TrainConfig
-from . import nonneg_int, positive_float, positive_int
+from . import nonneg_int, number_list, positive_float, positive_int
 
 SHARED = ("inner_steps", "inner_batch", "inner_lr", "inner_optimizer", "outer_lr", "iterations", "meta_batch")
 
@@ -30,7 +31,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="reset Adam moments for every task (the paper keeps them across tasks)")
     g.add_argument("--schedule", choices=SCHEDULES, default="cycle",
                    help="minibatch schedule: cycle (official code), replacement, separate_tail")
-    g.add_argument("--weights", type=lambda s: [float(w) for w in s.split(",")],
+    g.add_argument("--weights", type=number_list,
                    help="w_1,...,w_k for --algorithm combination, e.g. 1,1,0,0")
     g.add_argument("--outer-lr", type=positive_float, help="outer step size eps (annealed linearly to 0)")
     g.add_argument("--no-anneal", action="store_true", help="keep the outer step size constant")
@@ -127,8 +128,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.DistContext | None") -> int:
     writer = ctx is None or ctx.is_writer
+    out = check_output_dir(args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}")
     setup = get_family(args.family).build(args)
-    out = args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}"
     if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
@@ -161,8 +162,9 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
 def run_eval(args: argparse.Namespace) -> int:
     path, ckpt = resolve_checkpoint(args.run)
     extra = ckpt.get("extra") or {}
-    if "family" not in extra:
-        raise ValueError(f"{path} does not say which task family it was trained on; it was not written by `reptile train`")
+    if not isinstance(extra, dict) or "family" not in extra or not isinstance(extra.get("args"), dict):
+        raise ValueError(f"{path} does not say which task family it was trained on and with which settings; "
+                         f"it was not written by `reptile train`")
     saved = argparse.Namespace(**extra["args"])
     saved.family = extra["family"]
     setup = get_family(extra["family"]).build(saved)

@@ -219,6 +219,20 @@ def rotate_classes(dataset: ImageClassDataset, angles: Sequence[int] = (0, 90, 1
     return ImageClassDataset(images=images, class_names=names, groups=groups, image_shape=shape)
 
 
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """16-bit greyscale scaled to 8-bit ``"L"``; other high-bit-depth modes refused; rest unchanged."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageLoadError(f"cannot read image {path}: 32-bit integer pixel values from {a.min()} to "
+                                 f"{a.max()} have no known range; save it as an 8- or 16-bit PNG")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if img.mode == "F":
+        raise ImageLoadError(f"cannot read image {path}: 32-bit floating-point pixels (mode F) have no known "
+                             f"range; save it as an 8- or 16-bit PNG")
+    return img
+
+
 def load_image(
     path: str | os.PathLike[str],
     mode: Literal["L", "RGB"] = "L",
@@ -242,14 +256,30 @@ def load_image(
     Returns:
         ``[H, W]`` for mode ``"L"`` or ``[H, W, 3]`` for ``"RGB"``.
 
+    16-bit greyscale files (Pillow modes ``"I;16*"``, or ``"I"`` with values in 0..65535) are
+    scaled to 8 bits (value / 257), not clipped; CMYK and other colour modes are converted by
+    Pillow. 32-bit floating-point and 32-bit integer images beyond 16 bits have no known value
+    range and are refused.
+
     Raises:
         ImageLoadError: (a ``ValueError``) naming the file when it is missing, not an image,
-            corrupt or truncated.
+            corrupt or truncated, or of a mode with no known value range.
+        ValueError: a ``mode``, ``size`` or ``dtype`` argument that is not one of those above.
     """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' (greyscale) or 'RGB', got {mode!r}")
+    if dtype not in ("float32", "uint8"):
+        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
+    if size is not None:
+        sizes = (size,) if isinstance(size, (int, np.integer)) else tuple(size) if isinstance(size, (tuple, list)) else ()
+        if not sizes or len(sizes) > 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                              for v in sizes):
+            raise ValueError(f"size must be a positive whole number or (width, height), got {size!r}")
     p = Path(path)
     try:
         with Image.open(p) as img:
             img.load()  # decode now: truncation and corruption surface here, not later
+            img = _to_8bit(img, p)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -260,6 +290,8 @@ def load_image(
                 if out.size != wh:
                     out = out.resize(wh, resample=resample)
             arr = np.asarray(out, dtype=np.uint8)
+    except ImageLoadError:
+        raise
     except FileNotFoundError as exc:
         raise ImageLoadError(f"image file not found: {p}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
