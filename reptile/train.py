@@ -329,6 +329,10 @@ class MetaTrainer:
         """
         cfg = self.config
         stop = cfg.iterations if until is None else min(until, cfg.iterations)
+        if self.iteration == 0 and stop > 0 and self.out_dir is not None and self.is_writer:
+            # a fresh start: rows left by an earlier attempt that never reached a checkpoint
+            # (killed, disk full) would otherwise be logged twice
+            _truncate_metrics(self.out_dir / "metrics.csv", 0)
         pending: list[dict[str, float]] = []
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, desc=cfg.algorithm,
                    dynamic_ncols=True)
@@ -395,6 +399,9 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         return
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
+    if not rows:  # killed while writing the header
+        path.unlink()
+        return
     keep = [rows[0]] + [r for r in rows[1:] if _complete_row(r) and int(r[0]) <= iteration]
     buf = io.StringIO()
     csv.writer(buf).writerows(keep)
