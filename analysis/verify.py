@@ -33,6 +33,7 @@ PROVIDERS: list[str] = [
     "analysis.taylor_checks",
     "analysis.expectation_checks",
     "analysis.manifold_checks", "analysis.alignment_checks",
+    "analysis.fewshot_checks",
 ]
 
 DEFAULT_OUT = Path("reports/verify")

@@ -1,0 +1,31 @@
+"""The few-shot CNN provider of `reptile verify`, and third derivatives on a CNN against finite differences."""
+from __future__ import annotations
+
+import torch
+
+from analysis import fewshot_checks
+from analysis.hessian import hvp, third_derivative
+from reptile import tree
+
+
+def test_fewshot_cnn_claims_hold_in_quick_mode(tmp_path):
+    claims = fewshot_checks.checks("quick", tmp_path, False)
+    assert len(claims) == 8
+    assert all(c.holds for c in claims), [c.name for c in claims if not c.holds]
+    assert (tmp_path / "fewshot_taylor_sweep.csv").stat().st_size > 0
+
+
+def test_cnn_third_derivative_matches_finite_differences_of_hvps():
+    loss_fn, phi = fewshot_checks._problem("group")
+    x, y = fewshot_checks.synthetic_batches(1)
+    b = (x[0], y[0])
+    g = torch.Generator().manual_seed(1)
+    u = {k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in phi.items()}
+    v = {k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in phi.items()}
+    h = 1e-7  # small enough that no ReLU flips between phi - h u and phi + h u (1e-4 does flip one)
+    fd = tree.scale(tree.sub(hvp(loss_fn, tree.add(phi, u, h), b, v, "rev-rev"),
+                             hvp(loss_fn, tree.add(phi, u, -h), b, v, "rev-rev")), 1 / (2 * h))
+    for method in ("fwd-rev", "rev-rev"):
+        t = third_derivative(loss_fn, phi, b, u, v, method=method)
+        # central differences of HVPs of size ~1e2: truncation ~h^2, rounding ~1e-16 * 1e2 / h = 1e-7
+        assert float(tree.norm(tree.sub(t, fd))) < 1e-5 * float(tree.norm(fd))
