@@ -106,3 +106,52 @@ def test_two_gloo_ranks_match_one_process_and_resume(tmp_path):
     for k in a:
         torch.testing.assert_close(c[k], a[k], rtol=0, atol=1e-6)
     assert not pd.read_csv(multi / "metrics.csv").duplicated(["iteration", "metric"]).any()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank processes through /proc")
+def test_a_dead_rank_ends_the_run_with_an_error_and_it_resumes(tmp_path):
+    import time
+    args = [*TRAIN, "--hidden", "8,8"]
+    args[args.index("--iterations") + 1] = "600"
+    args[args.index("--checkpoint-every") + 1] = "10"
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "reptile", *args, "--out", str(multi)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        t0 = time.time()
+        while latest_checkpoint(multi / "checkpoints") is None and proc.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "the run ended before a rank could be killed"
+        os.kill(max(workers), signal.SIGKILL)      # one rank dies mid-training
+        log, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0               # the whole run stops, it does not hang or pretend success
+        assert b"exitcode" in log and b"-9" in log, log.decode()[-3000:]  # torchrun names the dead rank's signal
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stopped = latest_checkpoint(multi / "checkpoints")[1]["iteration"]
+    assert 0 < stopped < 600
+    _torchrun(multi, "--hidden", "8,8", "--iterations", "600", "--checkpoint-every", "10", "--resume")
+    assert main([*args, "--out", str(single)]) == 0
+    a, b = _params(single, 600), _params(multi, 600)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
