@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def int_at_least(minimum: int):
+    """argparse type factory: an integer >= ``minimum``."""
+    return lambda text: _int_at_least(minimum, text)
+
+
 def _int_at_least(minimum: int, text: str) -> int:
     try:
         v = int(text)

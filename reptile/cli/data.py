@@ -13,22 +13,13 @@ from typing import Any
 
 from reptile.paths import check_output_file
 
+from . import int_at_least, nonneg_int, positive_int
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {v}")
-        return v
 
-    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="generation and split seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="generation and split seed (default 0)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="cache folder (default $REPTILE_CACHE or ~/.cache/reptile-lab)")
     p.add_argument("--fonts", default="auto",
@@ -36,10 +27,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "or a comma-separated list of font files/folders")
     p.add_argument("--scripts", default=None,
                    help="comma-separated scripts to keep (ISO 15924 codes or names, e.g. Grek,Armenian)")
-    p.add_argument("--max-scripts", type=_int_at_least(1), default=None, help="keep only this many scripts")
-    p.add_argument("--max-chars", type=_int_at_least(1), default=None,
+    p.add_argument("--max-scripts", type=positive_int, default=None, help="keep only this many scripts")
+    p.add_argument("--max-chars", type=positive_int, default=None,
                    help="characters per script at most (default 55, Omniglot's largest alphabet)")
-    p.add_argument("--min-chars", type=_int_at_least(1), default=None,
+    p.add_argument("--min-chars", type=positive_int, default=None,
                    help="drop scripts with fewer characters (default 14, Omniglot's smallest alphabet)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -130,9 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
     s.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="split the tasks come from (default test: scripts never seen in training)")
-    s.add_argument("--tasks", type=_int_at_least(1), default=4, help="tasks to show (default 4)")
-    s.add_argument("--ways", type=_int_at_least(1), default=5, help="classes per task (default 5)")
-    s.add_argument("--shots", type=_int_at_least(1), default=5, help="training shots per class (default 5)")
-    s.add_argument("--task-seed", type=_int_at_least(0), default=0, help="seed of the tasks shown (default 0)")
-    s.add_argument("--dpi", type=_int_at_least(20), default=200, help="resolution (default 200)")
+    s.add_argument("--tasks", type=positive_int, default=4, help="tasks to show (default 4)")
+    s.add_argument("--ways", type=positive_int, default=5, help="classes per task (default 5)")
+    s.add_argument("--shots", type=positive_int, default=5, help="training shots per class (default 5)")
+    s.add_argument("--task-seed", type=nonneg_int, default=0, help="seed of the tasks shown (default 0)")
+    s.add_argument("--dpi", type=int_at_least(20), default=200, help="resolution (default 200)")
     s.set_defaults(func=_cmd_sheet)
