@@ -151,11 +151,10 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
     print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
     print(f"{'metric':<36}{'before':>14}{'after':>14}")
     for k in before:
-        if not k.endswith("_ci95"):
-            ci = f"_ci95" if f"{k}_ci95" in before else None
-            b = f"{before[k]:.4g}" + (f" ±{before[k + ci]:.2g}" if ci else "")
-            a = f"{after[k]:.4g}" + (f" ±{after[k + ci]:.2g}" if ci else "")
-            print(f"{k:<36}{b:>14}{a:>14}")
+        if k.endswith("_ci95") or k.startswith("eval_"):  # intervals go beside their metric; eval_* are settings
+            continue
+        b, a = (f"{m[k]:.4g}" + (f" ±{m[k + '_ci95']:.2g}" if f"{k}_ci95" in m else "") for m in (before, after))
+        print(f"{k:<36}{b:>14}{a:>14}")
     return 0
 
 
