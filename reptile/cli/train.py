@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import latest_checkpoint, resolve_checkpoint
 from ..paths import check_output_dir
 from ..families import FAMILIES, get_family
@@ -47,6 +49,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype (default float32)")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -116,6 +120,8 @@ def _saved_args(args: argparse.Namespace) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     args = resolve(args)
     cfg = config_from(args)
     # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
