@@ -24,7 +24,7 @@ from torch.func import grad, jvp, vmap
 
 from benchmarks.common import compare
 from reptile.losses import make_loss, params_of
-from reptile.models import MLP, OmniglotCNN
+from reptile.models import MLP, OmniglotCNN, seeded_init
 
 MODELS = {
     "sine_mlp": dict(model=lambda: MLP((1, 64, 64, 1), "tanh"), x=(1,), criterion="mse", samples=64),
@@ -79,9 +79,7 @@ def run(models: list[str], repeats: int, quick: bool = False, log: Callable[[str
     for name in models:
         spec = MODELS[name]
         n = max(2, spec["samples"] // (4 if quick else 1))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = spec["model"]()
+        model = seeded_init(0, spec["model"])
         samples = make_samples(spec, n)
         cands = {"naive": naive(model, spec["criterion"], samples),
                  "vmap_jvp": vectorized(model, spec["criterion"], samples)}

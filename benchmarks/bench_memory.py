@@ -28,12 +28,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import compare
 from reptile.algorithms import meta_gradient
 from reptile.losses import make_loss, params_of
-from reptile.models import OmniglotCNN
+from reptile.models import OmniglotCNN, seeded_init
+from reptile.profiling import peak_alloc_bytes
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 KS = (1, 2, 4, 8, 12, 16, 20)
@@ -43,9 +43,7 @@ MIB = 2.0 ** 20
 
 
 def setup(max_k: int, filters: int = 64):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = OmniglotCNN(n_way=5, filters=filters)
+    model = seeded_init(0, lambda: OmniglotCNN(n_way=5, filters=filters))
     g = torch.Generator().manual_seed(0)
     xs, ys = torch.rand(max_k, 10, 1, 28, 28, generator=g), torch.randint(0, 5, (max_k, 10), generator=g)
     return make_loss(model, "cross_entropy"), params_of(model), xs, ys
@@ -53,17 +51,6 @@ def setup(max_k: int, filters: int = 64):
 
 def valid(alg: str, k: int) -> bool:
     return k >= (1 if alg == "reptile" else 2)
-
-
-def peak_alloc_bytes(fn: Callable[[], object]) -> int:
-    """Peak of the running sum of allocations minus frees that ``torch.profiler`` records during ``fn``."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    current = peak = 0
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += e.self_cpu_memory_usage
-        peak = max(peak, current)
-    return int(peak)
 
 
 def _proc_status_kib(field: str) -> int:

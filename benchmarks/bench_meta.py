@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 from benchmarks.common import compare
 from reptile.losses import make_loss, params_of
-from reptile.models import MiniImageNetCNN, OmniglotCNN
+from reptile.models import MiniImageNetCNN, OmniglotCNN, seeded_init
 from reptile.train import MetaTrainer, TrainConfig
 
 SETTINGS = {
@@ -147,9 +147,7 @@ def run(settings: list[str], algorithms: list[str], variants: list[str], repeats
         s = SETTINGS[sname]
         tasks = make_tasks(s)
         for alg in algorithms:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = s["model"]()
+            model = seeded_init(0, s["model"])
             ref_model = copy.deepcopy(model)
             cands: dict[str, Callable[[], None]] = {
                 "reference": reference_maml(ref_model, tasks, s["sgd_lr"]) if alg == "maml"
@@ -184,9 +182,7 @@ def _worker(rank: int, world: int, port: int, setting_name: str, algorithm: str,
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         s = SETTINGS[setting_name]
         tasks = make_tasks(s)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = s["model"]()
+        model = seeded_init(0, s["model"])
         trainer = make_trainer(model, tasks, algorithm, s, {"task_slice": task_slice(len(tasks), rank, world),
                                                             "reduce": all_reduce_sum}, **overrides)
         conn.send("ready")
@@ -258,9 +254,7 @@ def run_parallel(settings: list[str], algorithms: list[str], variants: list[str]
         s = SETTINGS[sname]
         tasks = make_tasks(s)
         for alg in algorithms:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = s["model"]()
+            model = seeded_init(0, s["model"])
             ref = reference_maml(model, tasks, s["sgd_lr"]) if alg == "maml" else \
                 reference_first_order(model, tasks, alg, s["adam_lr"])
             threads = torch.get_num_threads()

@@ -9,7 +9,7 @@ memory grows linearly with k while FOMAML's and Reptile's stay flat.
 Measures (CPU, one thread), taken with the benchmarks package's functions when it is present
 (``benchmarks.common.compare``: interleaved rounds after a warm-up, medians of CPU time
 ``time.process_time`` -- which other users' jobs on a shared machine do not inflate -- and of the
-paired ratio to Reptile at the same k; ``benchmarks.bench_memory.peak_alloc_bytes``), else with
+paired ratio to Reptile at the same k), else with
 the equivalent fallbacks below (median wall and CPU time after a warm-up). Memory is the peak of
 the running total of tensor allocations and frees recorded by ``torch.profiler``
 (``profile_memory=True``) during one meta-gradient, in time order -- memory the computation
@@ -27,13 +27,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from figures import style
 from figures.common import cli, note
 from reptile.algorithms import meta_gradient
 from reptile.losses import make_loss, params_of
 from reptile.models import OmniglotCNN
+from reptile.profiling import peak_alloc_bytes as peak_allocated_bytes
 
 NAME = "cost"
 ALGORITHMS = ("maml", "fomaml", "reptile")
@@ -42,17 +42,6 @@ SETTINGS = {
     "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=5),
     "fast": dict(filters=8, batch=5, ks=(2, 3), reps=1),
 }
-
-
-def _peak_allocated_bytes(fn: Callable[[], object]) -> int:
-    """Peak of the running sum of allocations minus frees that ``torch.profiler`` records while ``fn`` runs."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    current = peak = 0
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += e.self_cpu_memory_usage
-        peak = max(peak, current)
-    return int(peak)
 
 
 def _timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
@@ -72,17 +61,16 @@ def _timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tup
 
 
 try:  # the benchmarks package's own measurements, when it is there
-    from benchmarks.bench_memory import peak_alloc_bytes as peak_allocated_bytes
     from benchmarks.common import compare as _compare
 
     def timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
         res = _compare(cands, "reptile", reps, warmup=1)
         return {n: (t.wall_s, t.cpu_s, t.ratio_cpu) for n, t in res.items()}
 
-    SOURCE = "benchmarks.common.compare + benchmarks.bench_memory.peak_alloc_bytes"
+    SOURCE = "benchmarks.common.compare + reptile.profiling.peak_alloc_bytes"
 except ImportError:  # pragma: no cover - depends on the checkout
-    peak_allocated_bytes, timings = _peak_allocated_bytes, _timings
-    SOURCE = "figures.cost fallbacks"
+    timings = _timings
+    SOURCE = "figures.cost timing fallback + reptile.profiling.peak_alloc_bytes"
 
 
 def run(fast: bool) -> pd.DataFrame:
