@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from figures import style
 from figures.common import cli, note
 from analysis.alignment import AlignmentCallback
 from reptile.losses import make_loss, params_of
-from reptile.models import MLP
+from reptile.models import MLP, seeded_init
 from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
 
@@ -46,9 +45,7 @@ PANELS = [("align_within_dot", r"within task: $E[\bar g_1 \cdot \bar g_2]$", "(a
 
 def run(fast: bool) -> pd.DataFrame:
     s = SETTINGS["fast" if fast else "full"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MLP(s["sizes"], "tanh")
+    model = seeded_init(0, lambda: MLP(s["sizes"], "tanh"))
     loss_fn = make_loss(model, "mse")
     dist = SineTaskDistribution("reptile")
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-import torch
 
 from reptile import fewshot
 from reptile.inner import SGD
 from reptile.losses import make_loss, params_of
+from reptile.models import seeded_init
 from reptile.train import MetaTrainer, TrainConfig
 from reptile.types import Params
 
@@ -52,9 +52,7 @@ def load_splits(dataset: str = "glyphs", seed: int = 0):
 
 def build_model(dataset, n_way: int, filters: int, seed: int = 0):
     """The paper's Omniglot CNN (``filters`` wide), its cross-entropy LossFn and initial params."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = fewshot.build_fewshot_model(dataset, n_way, filters=filters)
+    model = seeded_init(seed, lambda: fewshot.build_fewshot_model(dataset, n_way, filters=filters))
     return model, make_loss(model, "cross_entropy"), params_of(model)
 
 

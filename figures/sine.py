@@ -27,7 +27,7 @@ from figures.common import cli, note
 from reptile.evaluate import evaluate_sine, finetune
 from reptile.inner import SGD
 from reptile.losses import make_loss, params_of, predict
-from reptile.models import MLP
+from reptile.models import MLP, seeded_init
 from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
 
@@ -42,9 +42,7 @@ TEST_STEPS, TEST_LR, SHOTS = 32, 0.02, 10
 
 def train(algorithm: str, iterations: int, seed: int = 0) -> tuple[torch.nn.Module, dict, dict]:
     """Meta-train from the same initialization; returns ``(model, phi_init, phi_trained)``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MLP((1, 64, 64, 1), "tanh")
+    model = seeded_init(seed, lambda: MLP((1, 64, 64, 1), "tanh"))
     loss_fn = make_loss(model, "mse")
     dist = SineTaskDistribution("reptile")
     if algorithm == "reptile":
