@@ -57,7 +57,7 @@ def _closed_form_claims(prob: Problem, runs: dict[int, expectations.MonteCarloRe
     m = prob.distribution.n_points
     mu = prob.distribution.mean
     refs = {"AvgGrad": closed_forms.avg_grad(w, mu, d), "AvgGradInner": closed_forms.avg_grad_inner(w, mu, d, m)}
-    claims, rows = [], []
+    claims = []
     # expectations: Monte-Carlo means against the closed forms
     worst = {}
     for k, mc in runs.items():

@@ -20,7 +20,6 @@ from reptile.data.glyphs import (
     font_files,
     glyph_stats,
     load_glyphs,
-    split_archive,
     split_scripts,
 )
 

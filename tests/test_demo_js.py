@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reptile.demo_export import export_demo
-from reptile.models import MLP, OmniglotCNN, model_spec
+from reptile.models import OmniglotCNN, model_spec
 
 from test_demo_parity import NODE, run_node
 

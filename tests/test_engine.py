@@ -1,7 +1,6 @@
 """Engine correctness: meta-gradients against finite differences and a second implementation."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from reptile import tree
 from reptile.algorithms import meta_update
 from reptile.fast import channels_last_batches, make_meta_update
 from reptile.inner import SGD, Adam

@@ -1,7 +1,6 @@
 """The few-shot protocol (reptile.fewshot): sampler, evaluation, presets, CLI. Fast: tiny data, tiny CNNs."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
