@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from reptile.families import seeded_init
+from reptile.algorithms import ALGORITHMS as ENGINE_ALGORITHMS
 from reptile.losses import make_loss, params_of
-from reptile.models import MLP
+from reptile.models import MLP, seeded_init
 from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
 
@@ -33,7 +33,8 @@ from . import artifacts
 from .alignment import AlignmentCallback
 from .claims import Claim, check_mode
 
-ALGORITHMS = ("reptile", "fomaml", "maml", "joint")
+#: every engine algorithm that needs no weights (from :data:`reptile.algorithms.ALGORITHMS`)
+ALGORITHMS = tuple(name for name in ENGINE_ALGORITHMS if name != "combination")
 METRICS = ("within_dot", "within_cos", "across_dot", "across_cos", "sq_norm", "within_ratio", "mean_grad_sq_norm")
 
 

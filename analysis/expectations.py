@@ -53,16 +53,18 @@ import torch
 from torch.func import grad, vmap
 
 from reptile import tree
-from reptile.algorithms import meta_gradient
+from reptile.algorithms import PAPER_ALGORITHMS, meta_gradient
 from reptile.inner import SGD, adapt
-from reptile.types import Batch, LossFn, Params
+from reptile.types import Batch, LossFn, Params, TaskSampler
 
 from .hessian import HVPOperator
 from .stats import Estimate, compare, regress
 from .validation import check_alphas, check_k, check_params, scalar_loss
 
-ALGORITHMS = ("maml", "fomaml", "reptile")
-Sampler = Callable[[np.random.Generator], Batch]
+#: the paper's three algorithms (from the engine's table, :data:`reptile.algorithms.PAPER_ALGORITHMS`)
+ALGORITHMS = PAPER_ALGORITHMS
+#: the task sampler (:data:`reptile.types.TaskSampler`), under its old name here
+Sampler = TaskSampler
 
 
 def paper_coefficients(name: str, k: int) -> tuple[float, float]:

@@ -34,35 +34,27 @@ FOMAML and Reptile with k = 2, and the second-order one for MAML with k = 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from reptile import tree
-from reptile.algorithms import meta_gradient
+from reptile.algorithms import ALGORITHMS as TABLE, PAPER_ALGORITHMS, head, meta_gradient
 from reptile.types import Batch, LossFn, Params
 
 from .hessian import HVPOperator, third_derivative
 from .validation import check_alpha, check_alphas, check_k, check_params, check_weights, scalar_loss
 
-ALGORITHMS = ("maml", "fomaml", "reptile")
+#: the paper's three algorithms, in the order the analysis reports them (from the engine's table)
+ALGORITHMS = PAPER_ALGORITHMS
+#: what an expansion can predict: the paper's three and weighted combinations
+EXPANDABLE = ALGORITHMS + ("combination",)
 
 
 def _minibatch(batches: Batch, i: int) -> Batch:
     return batches[0][i], batches[1][i]
-
-
-def _head(batches: Batch, k: int) -> Batch:
-    return batches[0][:k], batches[1][:k]
-
-
-def _sum(trees: Iterable[Params], like: Params) -> Params:
-    out = tree.zeros_like(like)
-    for t in trees:
-        out = tree.add(out, t)
-    return out
 
 
 @dataclass(frozen=True)
@@ -92,18 +84,12 @@ class Expansion:
         ``name``: ``"maml"``, ``"fomaml"`` (= g_k), ``"reptile"`` (= sum g_i) or
         ``"combination"`` (= sum w_i g_i, ``weights`` required).
         """
-        if name == "maml":
+        if name not in EXPANDABLE:
+            raise ValueError(f"unknown algorithm {name!r}; choose one of {EXPANDABLE}")
+        rule = TABLE[name].inner_weights
+        if rule is None:  # MAML: not a fixed combination of the inner gradients
             return self.maml
-        if name == "fomaml":
-            w = [0.0] * (self.k - 1) + [1.0]
-        elif name == "reptile":
-            w = [1.0] * self.k
-        elif name == "combination":
-            w = check_weights(weights, self.k)
-            if w is None:
-                raise ValueError("'combination' needs weights w_1..w_k")
-        else:
-            raise ValueError(f"unknown algorithm {name!r}; choose one of {ALGORITHMS + ('combination',)}")
+        w = rule(self.k, weights)
         return [tree.weighted_sum([g[n] for g in self.grads], w) for n in range(self.order + 1)]
 
     def predict(self, name: str, alpha: float, order: int | None = None,
@@ -169,25 +155,25 @@ def expand(loss_fn: LossFn, phi: Params, batches: Batch, order: int = 2, *, k: i
     ops = [HVPOperator(loss_fn, phi, b, method) for b in mb]
     gb = [op.grad for op in ops]
     zero = tree.zeros_like(phi)
-    s = [_sum(gb[:i], phi) for i in range(k)]                        # s_i = sum_{j<i} gbar_j
+    s = [tree.total(gb[:i], phi) for i in range(k)]                  # s_i = sum_{j<i} gbar_j
     hs = [zero] + [ops[i](s[i]) for i in range(1, k)]                # Hbar_i s_i
     grads = [[gb[i], tree.scale(hs[i], -1.0)] for i in range(k)]
     last = k - 1
     u = [ops[j](gb[last]) for j in range(last)]                      # Hbar_j gbar_k, j < k
-    maml = [gb[last], tree.scale(tree.add(hs[last], _sum(u, phi)), -1.0)]
+    maml = [gb[last], tree.scale(tree.add(hs[last], tree.total(u, phi)), -1.0)]
     if order == 2:
         def t(i: int, a: Params, b: Params) -> Params:
             return third_derivative(loss_fn, phi, mb[i], a, b, third_method)
 
         for i in range(k):
-            r_i = _sum(hs[:i], phi)                                  # r_i = sum_{j<i} Hbar_j s_j
+            r_i = tree.total(hs[:i], phi)                            # r_i = sum_{j<i} Hbar_j s_j
             c2 = ops[i](r_i) if i >= 2 else zero
             if i >= 1:
                 c2 = tree.add(c2, t(i, s[i], s[i]), 0.5)
             grads[i].append(c2)
         c2 = grads[last][2]
         for j in range(last):
-            w_j = _sum(u[j + 1:], phi)                               # sum_{j<l<k} Hbar_l gbar_k
+            w_j = tree.total(u[j + 1:], phi)                         # sum_{j<l<k} Hbar_l gbar_k
             c2 = tree.add(c2, ops[j](tree.add(hs[last], w_j)))       # Hbar_j (Hbar_k s_k + w_j)
             if j >= 1:
                 c2 = tree.add(c2, t(j, s[j], gb[last]))              # Tbar_j[s_j, gbar_k]
@@ -195,35 +181,40 @@ def expand(loss_fn: LossFn, phi: Params, batches: Batch, order: int = 2, *, k: i
     return Expansion(k, order, grads, maml)
 
 
-def leading_order(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
-                  weights: Sequence[float] | None = None, k: int | None = None,
-                  method: str = "rev-rev") -> dict[str, Params]:
-    """The paper's leading-order (alpha^1) predictions of the meta-gradients.
+def predictions(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *, order: int = 1,
+                weights: Sequence[float] | None = None, k: int | None = None,
+                method: str = "rev-rev") -> dict[str, Params]:
+    """The order-``order`` predictions of the meta-gradients (1: the paper's leading order, 2: with
+    the alpha^2 terms of the module docstring).
 
     Returns ``{"maml", "fomaml", "reptile"} -> Params`` (plus ``"combination"`` for
-    ``sum_i w_i g_i`` when ``weights`` are given), each shaped like ``phi``:
+    ``sum_i w_i g_i`` when ``weights`` are given), each shaped like ``phi``; at order 1:
 
         maml    = gbar_k - alpha Hbar_k sum_{j<k} gbar_j - alpha sum_{j<k} Hbar_j gbar_k
         fomaml  = gbar_k - alpha Hbar_k sum_{j<k} gbar_j
         reptile = sum_i gbar_i - alpha sum_i sum_{j<i} Hbar_i gbar_j
 
     Raises:
-        ValueError: k < 2 or not the ``k`` asked, alpha <= 0, weights not of length k.
+        ValueError: k < 2 or not the ``k`` asked, alpha <= 0, weights not of length k, order not 1 or 2.
     """
     alpha = check_alpha(alpha)
     kk = check_k(batches, k)
     check_weights(weights, kk)
-    return expand(loss_fn, phi, batches, 1, k=k, method=method).predictions(alpha, 1, weights)
+    return expand(loss_fn, phi, batches, order, k=k, method=method).predictions(alpha, order, weights)
+
+
+def leading_order(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
+                  weights: Sequence[float] | None = None, k: int | None = None,
+                  method: str = "rev-rev") -> dict[str, Params]:
+    """The paper's leading-order (alpha^1) predictions: :func:`predictions` with ``order=1``."""
+    return predictions(loss_fn, phi, batches, alpha, order=1, weights=weights, k=k, method=method)
 
 
 def second_order(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
                  weights: Sequence[float] | None = None, k: int | None = None,
                  method: str = "rev-rev") -> dict[str, Params]:
-    """Predictions including the alpha^2 terms (module docstring); keys as :func:`leading_order`."""
-    alpha = check_alpha(alpha)
-    kk = check_k(batches, k)
-    check_weights(weights, kk)
-    return expand(loss_fn, phi, batches, 2, k=k, method=method).predictions(alpha, 2, weights)
+    """Predictions including the alpha^2 terms: :func:`predictions` with ``order=2``."""
+    return predictions(loss_fn, phi, batches, alpha, order=2, weights=weights, k=k, method=method)
 
 
 def measured(loss_fn: LossFn, phi: Params, batches: Batch, alpha: float, *,
@@ -310,7 +301,7 @@ def alpha_sweep(loss_fn: LossFn, phi: Params, batches: Batch, alphas: Iterable[f
         raise ValueError("a combination sweep needs a single k equal to len(weights)")
     rows = []
     for k in ks:
-        sub = _head(batches, k)
+        sub = head(batches, k)
         exp = expand(loss_fn, phi, sub, max(max(orders), 1))
         names = list(ALGORITHMS) + (["combination"] if weights is not None else [])
         for alpha in alphas_arr:

@@ -5,13 +5,13 @@ Every public analysis function validates its inputs here and raises ``ValueError
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Sequence
 
 import numpy as np
 from torch import Tensor
 
-from reptile.inner import check_batches
+from reptile.algorithms import check_weights as _check_weights
+from reptile.inner import check_batches, check_lr
 from reptile.types import Batch, LossFn, Params
 
 
@@ -82,13 +82,8 @@ def check_k(batches: Batch, k: int | None = None, k_min: int = 2) -> int:
 
 
 def check_alpha(alpha: float, what: str = "alpha") -> float:
-    """A single positive finite step size."""
-    if isinstance(alpha, Tensor):
-        alpha = float(alpha)
-    if not isinstance(alpha, (int, float, np.floating)) or isinstance(alpha, bool) \
-            or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"{what} must be a positive finite number, got {alpha!r}")
-    return float(alpha)
+    """A single positive finite step size, as a float: the engine's :func:`reptile.inner.check_lr`."""
+    return check_lr(alpha, what)
 
 
 def check_alphas(alphas: Iterable[float], min_count: int = 1) -> np.ndarray:
@@ -108,10 +103,6 @@ def check_alphas(alphas: Iterable[float], min_count: int = 1) -> np.ndarray:
 
 
 def check_weights(weights: Sequence[float] | None, k: int) -> list[float] | None:
-    """Combination weights: ``None`` or k finite numbers."""
-    if weights is None:
-        return None
-    w = [float(x) for x in weights]
-    if len(w) != k or not all(math.isfinite(x) for x in w):
-        raise ValueError(f"weights must be k = {k} finite numbers w_1..w_k, got {list(weights)}")
-    return w
+    """Combination weights: ``None`` (no combination asked for) or k finite numbers; the engine's
+    :func:`reptile.algorithms.check_weights` with ``optional=True``."""
+    return _check_weights(weights, k, optional=True)

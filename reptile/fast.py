@@ -27,11 +27,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value
 
-from . import tree
-from .algorithms import _check, meta_update
-from .inner import SGD, Adam, State
+from .algorithms import ALGORITHMS, _check, meta_update
+from .inner import SGD, Adam, State, make_step
 from .types import Batch, LossFn, Params
 
 MetaUpdate = Callable[..., tuple[Params, State, Tensor]]
@@ -67,19 +65,6 @@ def contiguous_params(params: Params) -> Params:
     return {k: v.contiguous() for k, v in params.items()}
 
 
-def _step_fn(loss_fn: LossFn, optimizer: SGD | Adam) -> Callable[[Params, State, Tensor, Tensor],
-                                                                  tuple[Params, State, Tensor, Params]]:
-    """One inner step: ``(params, state, x, y) -> (params', state', loss, grad)``, first order."""
-    step_grad = grad_and_value(loss_fn)
-
-    def step(params: Params, state: State, x: Tensor, y: Tensor) -> tuple[Params, State, Tensor, Params]:
-        g, loss = step_grad(params, (x, y))
-        new, state = optimizer.step(params, g, state)
-        return new, state, loss, g
-
-    return step
-
-
 def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compile: bool = False,
                      channels_last: bool = False, compile_options: dict[str, Any] | None = None) -> MetaUpdate:
     """A function ``f(phi, batches, state=None, *, weights=None) -> (u, state, losses)`` equal to
@@ -111,7 +96,7 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
             return (contiguous_params(u) if channels_last else u), state, losses
         return eager
 
-    if name in ("maml", "joint"):
+    if not ALGORITHMS[name].stepwise:
         # the whole update in one graph (MAML differentiates through the inner loop)
         def whole(phi: Params, x: Tensor, y: Tensor, state: State | None) -> tuple[Params, State, Tensor]:
             return meta_update(name, loss_fn, phi, (x, y), optimizer, state)
@@ -128,30 +113,15 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
             return (contiguous_params(u) if channels_last else u), state, losses
         return run_whole
 
-    step = torch.compile(_step_fn(loss_fn, optimizer), **opts)
+    # step by step: the engine's own update rule, with one compiled inner step
+    step = torch.compile(make_step(loss_fn, optimizer), **opts)
 
     def run_steps(phi: Params, batches: Batch, state: State | None = None, *,
                   weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
-        k = _check(name, batches)
-        if name == "combination" and (weights is None or len(weights) != k):
-            raise ValueError(f"'combination' needs k = {k} weights, got {None if weights is None else len(weights)}")
         if channels_last:
             phi, batches = channels_last_params(phi), channels_last_batches(batches)
             state = None if state is None else channels_last_state(state)
-        x, y = batches
         state = optimizer.init(phi) if state is None else state
-        params, prev, losses, combo = phi, phi, [], None
-        for i in range(k):
-            prev = params
-            params, state, loss, g = step(params, state, x[i], y[i])
-            losses.append(loss.detach())
-            if name == "combination":
-                combo = tree.scale(g, weights[i]) if combo is None else tree.add(combo, g, weights[i])
-        if name == "reptile":
-            u = tree.sub(phi, params)
-        elif name == "fomaml":
-            u = tree.sub(prev, params)
-        else:
-            u = tree.scale(combo, optimizer.lr)
-        return (contiguous_params(u) if channels_last else u), state, torch.stack(losses)
+        u, state, losses = meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights, step=step)
+        return (contiguous_params(u) if channels_last else u), state, losses
     return run_steps

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -76,10 +76,17 @@ def make_optimizer(name: str, lr: float, **kwargs: Any) -> SGD | Adam:
     return OPTIMIZERS[name](lr, **kwargs)
 
 
-def check_lr(lr: float, what: str = "alpha") -> None:
-    """Raise ``ValueError`` unless ``lr`` is a real number (Python or numpy scalar) in (0, inf)."""
+def check_lr(lr: float, what: str = "alpha") -> float:
+    """A step size: a real number (Python or numpy scalar, or a one-element tensor) in (0, inf).
+
+    Returns it as a float; raises ``ValueError`` naming ``what`` otherwise. The one step-size check
+    of the toolkit (``analysis.validation.check_alpha`` is this function).
+    """
+    if isinstance(lr, Tensor) and lr.numel() == 1:
+        lr = lr.item()
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < math.inf:
         raise ValueError(f"{what} must be a positive finite number, got {lr!r}")
+    return float(lr)
 
 
 @dataclass
@@ -120,8 +127,27 @@ def check_batches(batches: Batch, k_min: int = 1, k: int | None = None) -> int:
     return n
 
 
+#: one inner step ``(params, state, x, y) -> (params', state', loss, grad)`` (see :func:`make_step`)
+Step = Callable[[Params, State, Tensor, Tensor], tuple[Params, State, Tensor, Params]]
+
+
+def make_step(loss_fn: LossFn, optimizer: SGD | Adam, first_order: bool = True) -> Step:
+    """One inner step on the minibatch ``(x, y)``: ``g, loss = grad_and_value(loss_fn)``, then
+    ``optimizer.step``. ``first_order`` detaches ``g`` (see :func:`adapt`)."""
+    step_grad = grad_and_value(loss_fn)
+
+    def step(params: Params, state: State, x: Tensor, y: Tensor) -> tuple[Params, State, Tensor, Params]:
+        g, loss = step_grad(params, (x, y))
+        if first_order:
+            g = {n: v.detach() for n, v in g.items()}
+        new, state = optimizer.step(params, g, state)
+        return new, state, loss, g
+
+    return step
+
+
 def adapt(loss_fn: LossFn, phi: Params, batches: Batch, optimizer: SGD | Adam, state: State | None = None, *,
-          keep: bool = False, first_order: bool = True) -> Trajectory:
+          keep: bool = False, first_order: bool = True, step: Step | None = None) -> Trajectory:
     """Run ``k = len(batches[0])`` optimizer steps on the minibatch losses L_1..L_k from ``phi``.
 
     Args:
@@ -134,20 +160,19 @@ def adapt(loss_fn: LossFn, phi: Params, batches: Batch, optimizer: SGD | Adam, s
         first_order: detach each g_i (the default). ``False`` keeps the graph through the
             gradients, so an enclosing ``torch.func.grad`` differentiates through the inner loop
             exactly (second-order MAML).
+        step: the inner step to use (default ``make_step(loss_fn, optimizer, first_order)``); the
+            compiled fast path (:mod:`reptile.fast`) passes a ``torch.compile``-d one.
     Returns:
         A :class:`Trajectory`.
     """
     k = check_batches(batches)
     x, y = batches
     state = optimizer.init(phi) if state is None else state
+    step = make_step(loss_fn, optimizer, first_order) if step is None else step
     params, losses, kept_p, kept_g, total = phi, [], [phi] if keep else [], [], None
-    step_grad = grad_and_value(loss_fn)
     for i in range(k):
-        g, loss = step_grad(params, (x[i], y[i]))
-        if first_order:
-            g = {n: v.detach() for n, v in g.items()}
+        params, state, loss, g = step(params, state, x[i], y[i])
         total = g if total is None else {n: total[n] + g[n] for n in g}
-        params, state = optimizer.step(params, g, state)
         losses.append(loss.detach())
         if keep:
             kept_p.append(params)

@@ -31,9 +31,8 @@ from . import tree
 from .algorithms import ALGORITHMS, MIN_K, check_weights, meta_update
 from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .inner import Adam, SGD, make_optimizer
-from .types import Batch, LossFn, Params
+from .types import Batch, LossFn, Params, TaskSampler
 
-TaskSampler = Callable[[np.random.Generator], Batch]
 """Draws one task and returns its k stacked minibatches ``(x[k, b, ...], y[k, b, ...])``."""
 
 

@@ -73,6 +73,14 @@ def weighted_sum(trees: Iterable[Params], weights: Iterable[float | Tensor]) -> 
     return out
 
 
+def total(trees: Iterable[Params], like: Params) -> Params:
+    """``t_1 + ... + t_n`` of trees shaped like ``like``; zeros shaped like ``like`` for none."""
+    out = zeros_like(like)
+    for t in trees:
+        out = add(out, t)
+    return out
+
+
 def mean(trees: list[Params]) -> Params:
     """Leafwise mean of a non-empty list of trees."""
     if not trees:
