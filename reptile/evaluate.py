@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from .inner import SGD, Adam, State, adapt
 from .tasks.sine import SineTaskDistribution
@@ -46,14 +45,19 @@ class Evaluation:
         return float(self.mean[-1]), float(self.ci95[-1])
 
 
-def evaluate_sine(model: torch.nn.Module, loss_fn: LossFn, phi: Params, n_tasks: int = 100, shots: int = 10,
-                  steps: int = 32, lr: float = 0.02, seed: int = 1, variant: str = "reptile",
+def evaluate_sine(loss_fn: LossFn, phi: Params, _old_phi: Params | None = None, *, n_tasks: int = 100,
+                  shots: int = 10, steps: int = 32, lr: float = 0.02, seed: int = 1, variant: str = "reptile",
                   record: tuple[int, ...] | None = None) -> Evaluation:
     """Fine-tune on ``shots`` points of each of ``n_tasks`` unseen sine waves; grid MSE after each step.
 
     The test loss is the MSE on the 50-point grid of [-5, 5] (Reptile paper Figure 1). Tasks come
     from ``numpy.random.default_rng(seed)`` (use a seed other than training's).
+
+    The old call ``evaluate_sine(model, loss_fn, phi, ...)`` (whose ``model`` was never used) still
+    works: with three positional arguments the first is dropped.
     """
+    if _old_phi is not None:
+        loss_fn, phi = phi, _old_phi
     like = next(iter(phi.values()))
     dist = SineTaskDistribution(variant=variant, dtype=like.dtype, device=like.device)
     rng = np.random.default_rng(seed)
@@ -68,9 +72,3 @@ def evaluate_sine(model: torch.nn.Module, loss_fn: LossFn, phi: Params, n_tasks:
     arr = np.asarray(per_task)
     sem = arr.std(0, ddof=1) / np.sqrt(len(arr)) if len(arr) > 1 else np.zeros(arr.shape[1])
     return Evaluation(np.asarray(record), arr.mean(0), 1.96 * sem, arr)
-
-
-def predict(model: torch.nn.Module, phi: Params, x: torch.Tensor) -> torch.Tensor:
-    """Model output at ``phi`` on ``x`` without building a graph."""
-    with torch.no_grad():
-        return functional_call(model, phi, (x,))

@@ -1,45 +1,40 @@
-"""Task families the CLI can train on: a registry of (flags, builder, defaults).
+"""The task families: typed configs and their builders, and the registry ``reptile train`` uses.
 
-A :class:`Family` turns parsed command-line options into a :class:`Setup`: the model, its
-``LossFn``, the initial parameters, a task sampler for :class:`reptile.train.MetaTrainer` and an
-evaluation. Few-shot classification registers itself from ``reptile.fewshot``.
+A :class:`Family` turns its config into a :class:`~reptile.setups.Setup` (model, loss, initial
+parameters, task sampler, evaluation). Sine waves and least squares are defined here, few-shot
+classification in :mod:`reptile.fewshot`. The command-line flags of each family live in
+``reptile/cli/`` (one module per family); nothing here parses a command line.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from .evaluate import evaluate_sine
+from .fewshot import DEFAULT_PRESET, PRESETS, FewShotConfig, build_fewshot
 from .losses import make_loss, params_of
 from .models import MLP, LinearModel, model_spec, seeded_init
+from .setups import EvalOptions, Setup, config_from, device_of, dtype_of
 from .tasks import LeastSquaresTaskDistribution, SineTaskDistribution
-from .train import TaskSampler
-from .types import LossFn, Params
+from .types import Params
+
+__all__ = ["Family", "FAMILIES", "register_family", "get_family", "build_saved", "SineConfig", "build_sine",
+           "LeastSquaresConfig", "build_least_squares", "Setup", "EvalOptions", "dtype_of", "device_of",
+           "seeded_init"]
 
 
-@dataclass
-class Setup:
-    model: nn.Module
-    loss_fn: LossFn
-    phi: Params
-    sampler: TaskSampler
-    evaluate: Callable[[Params, argparse.Namespace], dict[str, float]]
-    spec: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
+@dataclass(frozen=True)
 class Family:
+    """A task family: ``build(config_cls(...)) -> Setup`` and its training defaults
+    (``inner_steps``, ``inner_lr``, ... as ``reptile train`` option names)."""
+
     name: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    build: Callable[[argparse.Namespace], Setup]
-    defaults: dict[str, Any]
-    eval_defaults: dict[str, Any] = field(default_factory=dict)
+    config: type
+    build: Callable[[Any], Setup]
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -55,116 +50,115 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def dtype_of(name: str) -> torch.dtype:
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {name!r}")
-    return getattr(torch, name)
-
-
-def device_of(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-    return device
-
-
-# argparse types (imported late: reptile.cli imports the trainer, which must not import this module)
-def _positive_int(text: str) -> int:
-    from .cli import positive_int
-    return positive_int(text)
-
-
-def _nonneg_int(text: str) -> int:
-    from .cli import nonneg_int
-    return nonneg_int(text)
-
-
-def _positive_float(text: str) -> float:
-    from .cli import positive_float
-    return positive_float(text)
-
-
-def _nonneg_float(text: str) -> float:
-    from .cli import nonneg_float
-    return nonneg_float(text)
+def build_saved(name: str, settings: dict[str, Any]) -> Setup:
+    """Rebuild family ``name`` from saved settings (the ``args`` of a ``reptile train`` checkpoint)."""
+    fam = get_family(name)
+    return fam.build(config_from(fam.config, settings))
 
 
 # -- sine waves ------------------------------------------------------------------------------
-def _sine_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sine waves")
-    g.add_argument("--variant", choices=("reptile", "maml"), default="reptile",
-                   help="reptile: phase in [0, 2pi], 50-point grid (paper/blog); maml: phase in [0, pi], K uniform points")
-    g.add_argument("--hidden", default="64,64", help="hidden widths of the MLP, comma separated (default 64,64)")
-    g.add_argument("--activation", default="tanh", help="MLP activation: tanh (blog), relu (MAML), gelu, elu")
-    g.add_argument("--points", type=_positive_int, default=None,
-                   help="examples per task during meta-training (default 50 grid points, or 10 for --variant maml)")
-    g.add_argument("--shots", type=_positive_int, default=10, help="points given at test time (default 10)")
-    g.add_argument("--test-steps", type=_nonneg_int, default=32, help="SGD steps at test time (default 32)")
-    g.add_argument("--test-lr", type=_positive_float, default=0.02, help="SGD step size at test time (default 0.02)")
+@dataclass(frozen=True)
+class SineConfig:
+    """Sine-wave regression (Reptile paper Figure 1, the blog's gist).
+
+    ``variant``: ``"reptile"`` (phase in [0, 2 pi], 50-point grid) or ``"maml"`` (phase in [0, pi],
+    K uniform points); ``points``: examples per training task (``None``: the variant's default);
+    ``shots``, ``test_steps``, ``test_lr``: the test-time fine-tuning (10 points, 32 SGD steps of 0.02).
+    """
+
+    variant: str = "reptile"
+    hidden: str | tuple[int, ...] = "64,64"
+    activation: str = "tanh"
+    points: int | None = None
+    shots: int = 10
+    test_steps: int = 32
+    test_lr: float = 0.02
+    inner_steps: int = 5
+    inner_batch: int = 10
+    schedule: str = "cycle"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def widths(self) -> list[int]:
+        """Hidden widths as integers (``"64,64"`` or ``(64, 64)``)."""
+        if not isinstance(self.hidden, str):
+            return [int(h) for h in self.hidden]
+        try:
+            return [int(h) for h in self.hidden.split(",") if h]
+        except ValueError:
+            raise ValueError(f"--hidden must be comma-separated integers like 64,64, got {self.hidden!r}") from None
 
 
-def _sine_build(args: argparse.Namespace) -> Setup:
-    dtype, device = dtype_of(args.dtype), device_of(args.device)
-    try:
-        hidden = [int(h) for h in str(args.hidden).split(",") if h]
-    except ValueError:
-        raise ValueError(f"--hidden must be comma-separated integers like 64,64, got {args.hidden!r}") from None
-    model = seeded_init(args.seed, lambda: MLP((1, *hidden, 1), args.activation)).to(dtype=dtype, device=device)
-    dist = SineTaskDistribution(variant=args.variant, n_points=args.points, dtype=dtype, device=device)
-    k, b, sched = args.inner_steps, args.inner_batch, args.schedule
+def build_sine(cfg: SineConfig) -> Setup:
+    dtype, device = dtype_of(cfg.dtype), device_of(cfg.device)
+    hidden = cfg.widths()
+    model = seeded_init(cfg.seed, lambda: MLP((1, *hidden, 1), cfg.activation)).to(dtype=dtype, device=device)
+    dist = SineTaskDistribution(variant=cfg.variant, n_points=cfg.points, dtype=dtype, device=device)
+    k, b, sched = cfg.inner_steps, cfg.inner_batch, cfg.schedule
 
     def sampler(rng: np.random.Generator):
         return dist.sample(rng).minibatches(k, b, rng, sched)
 
     loss_fn = make_loss(model, "mse")
 
-    def evaluate(phi: Params, a: argparse.Namespace) -> dict[str, float]:
-        ev = evaluate_sine(model, loss_fn, phi, n_tasks=a.eval_tasks, shots=args.shots, steps=args.test_steps,
-                           lr=args.test_lr, seed=a.eval_seed, variant=args.variant, record=(0, args.test_steps))
+    def evaluate(phi: Params, o: EvalOptions) -> dict[str, float]:
+        ev = evaluate_sine(loss_fn, phi, n_tasks=o.n_tasks, shots=cfg.shots, steps=cfg.test_steps, lr=cfg.test_lr,
+                           seed=o.seed, variant=cfg.variant, record=(0, cfg.test_steps))
         (m0, m1), (c0, c1) = ev.mean, ev.ci95
         return {"grid_mse_0_steps": m0, "grid_mse_0_steps_ci95": c0,
-                f"grid_mse_{args.test_steps}_steps": m1, f"grid_mse_{args.test_steps}_steps_ci95": c1}
+                f"grid_mse_{cfg.test_steps}_steps": m1, f"grid_mse_{cfg.test_steps}_steps_ci95": c1}
 
     return Setup(model, loss_fn, params_of(model), sampler, evaluate, model_spec(model))
 
 
-register_family(Family("sine", "sine-wave regression (Reptile paper Figure 1, blog gist)", _sine_args, _sine_build,
+register_family(Family("sine", "sine-wave regression (Reptile paper Figure 1, blog gist)", SineConfig, build_sine,
                        defaults=dict(inner_steps=5, inner_batch=10, inner_lr=0.02, inner_optimizer="sgd",
-                                     outer_lr=0.1, iterations=30000, meta_batch=1)))
+                                     outer_lr=0.1, iterations=30000, meta_batch=1, shots=10)))
 
 
 # -- least squares ---------------------------------------------------------------------------
-def _ls_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("least squares")
-    g.add_argument("--dim", type=_positive_int, default=10, help="weights per task (default 10)")
-    g.add_argument("--ls-points", type=_positive_int, default=5, help="examples per task; fewer than --dim is underdetermined (default 5)")
-    g.add_argument("--noise", type=_nonneg_float, default=0.0, help="target noise standard deviation (default 0)")
+@dataclass(frozen=True)
+class LeastSquaresConfig:
+    """Linear least-squares tasks: ``dim`` weights, ``ls_points`` examples (fewer: underdetermined),
+    target noise ``noise``."""
+
+    dim: int = 10
+    ls_points: int = 5
+    noise: float = 0.0
+    inner_steps: int = 5
+    inner_batch: int = 5
+    schedule: str = "cycle"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
 
 
-def _ls_build(args: argparse.Namespace) -> Setup:
-    dtype, device = dtype_of(args.dtype), device_of(args.device)
-    model = seeded_init(args.seed, lambda: LinearModel(args.dim)).to(dtype=dtype, device=device)
-    dist = LeastSquaresTaskDistribution(args.dim, args.ls_points, args.noise, dtype=dtype, device=device)
-    k, b, sched = args.inner_steps, args.inner_batch, args.schedule
+def build_least_squares(cfg: LeastSquaresConfig) -> Setup:
+    dtype, device = dtype_of(cfg.dtype), device_of(cfg.device)
+    model = seeded_init(cfg.seed, lambda: LinearModel(cfg.dim)).to(dtype=dtype, device=device)
+    dist = LeastSquaresTaskDistribution(cfg.dim, cfg.ls_points, cfg.noise, dtype=dtype, device=device)
+    k, b, sched = cfg.inner_steps, cfg.inner_batch, cfg.schedule
     loss_fn = make_loss(model, "mse")
 
     def sampler(rng: np.random.Generator):
         return dist.sample(rng).minibatches(k, b, rng, sched)
 
-    def evaluate(phi: Params, a: argparse.Namespace) -> dict[str, float]:
-        rng = np.random.default_rng(a.eval_seed)
+    def evaluate(phi: Params, o: EvalOptions) -> dict[str, float]:
+        rng = np.random.default_rng(o.seed)
         w = phi["linear.weight"][0]
-        d = [float(dist.sample(rng).solution_set().distance(w)) for _ in range(a.eval_tasks)]
+        d = [float(dist.sample(rng).solution_set().distance(w)) for _ in range(o.n_tasks)]
         return {"mean_distance_to_solution_sets": float(np.mean(d))}
 
     return Setup(model, loss_fn, params_of(model), sampler, evaluate, model_spec(model))
 
 
-register_family(Family("least-squares", "linear least-squares tasks (closed-form solution sets)", _ls_args, _ls_build,
-                       defaults=dict(inner_steps=5, inner_batch=5, inner_lr=0.02, inner_optimizer="sgd",
-                                     outer_lr=0.1, iterations=2000, meta_batch=1)))
+register_family(Family("least-squares", "linear least-squares tasks (closed-form solution sets)", LeastSquaresConfig,
+                       build_least_squares, defaults=dict(inner_steps=5, inner_batch=5, inner_lr=0.02,
+                                                          inner_optimizer="sgd", outer_lr=0.1, iterations=2000,
+                                                          meta_batch=1)))
 
-from . import fewshot  # noqa: F401  (registers the few-shot family)
+# -- few-shot classification (reptile.fewshot) -------------------------------------------------
+register_family(Family("fewshot", "N-way K-shot image classification (paper section 6): glyphs, Omniglot, "
+                                  "Mini-ImageNet", FewShotConfig, build_fewshot,
+                       defaults=PRESETS[DEFAULT_PRESET].defaults()))

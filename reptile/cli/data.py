@@ -13,7 +13,7 @@ from typing import Any
 
 from reptile.paths import check_output_file
 
-from . import int_at_least, nonneg_int, positive_int
+from .argtypes import int_at_least, nonneg_int, positive_int
 
 
 

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from ..paths import check_output_file
-from . import nonneg_int, port_number, positive_int
+from .argtypes import nonneg_int, port_number, positive_int
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 WEIGHTS_PREFIX = "/weights/"

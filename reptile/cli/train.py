@@ -8,14 +8,21 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import latest_checkpoint, resolve_checkpoint
-from ..paths import check_output_dir
-from ..families import FAMILIES, get_family
-from ..algorithms import ALGORITHMS
-from ..tasks.schedules import SCHEDULES
 from .. import distributed
+from ..algorithms import ALGORITHMS
+from ..checkpoint import latest_checkpoint
+from ..families import build_saved, get_family
+from ..fewshot import preset_defaults
+from ..paths import check_output_dir
+from ..setups import EvalOptions, restore
+from ..tasks.schedules import SCHEDULES
 from ..train import MetaTrainer, TrainConfig
-from . import nonneg_int, number_list, positive_float, positive_int
+from . import fewshot, least_squares, sine
+from .argtypes import nonneg_int, number_list, positive_float, positive_int
+
+#: each task family's flags (one module per family), in help order
+FAMILY_FLAGS = {"sine": sine.add_arguments, "least-squares": least_squares.add_arguments,
+                "fewshot": fewshot.add_arguments}
 
 SHARED = ("inner_steps", "inner_batch", "inner_lr", "inner_optimizer", "outer_lr", "iterations", "meta_batch")
 
@@ -69,10 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="meta-train on a task family",
                        description="Meta-train an initialization with Reptile, FOMAML, MAML, a gradient "
                                    "combination or joint training; prints the test loss before and after.")
-    p.add_argument("family", nargs="?", choices=sorted(FAMILIES), default=None,
+    p.add_argument("family", nargs="?", choices=sorted(FAMILY_FLAGS), default=None,
                    help="task family (sine: the blog's setting by default)")
-    for fam in FAMILIES.values():
-        fam.add_arguments(p)
+    for add_arguments in FAMILY_FLAGS.values():
+        add_arguments(p)
+    p.add_argument("--shots", type=positive_int, default=None,
+                   help="sine: points given at test time (default 10); fewshot: K, training examples per class "
+                        "of a test task (default: the preset's)")
     add_training_flags(p)
     add_output_flags(p)
     p.set_defaults(func=run_train)
@@ -88,13 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset shared flags from the family defaults (and a preset, if the family has one)."""
+    """Fill unset flags (``None``) from the family's defaults, for the few-shot family from
+    ``--preset`` (default Omniglot 5-way 1-shot); flags typed explicitly are kept."""
     if args.family is None:
         args.family = "fewshot" if getattr(args, "preset", None) else "sine"
-    fam = get_family(args.family)
-    defaults = dict(fam.defaults)
-    if hasattr(fam, "preset_defaults"):
-        defaults.update(fam.preset_defaults(args))
+    defaults = dict(get_family(args.family).defaults)
+    if args.family == "fewshot":
+        defaults.update(preset_defaults(getattr(args, "preset", None)))
     for k in SHARED:
         if getattr(args, k, None) is None:
             setattr(args, k, defaults[k])
@@ -111,7 +121,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
                        outer_optimizer=args.outer_optimizer, meta_batch=args.meta_batch, batching=args.batching,
                        iterations=args.iterations, seed=args.seed, weights=args.weights,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                       compile=getattr(args, "compile", False))
+                       compile=getattr(args, "compile", False), channels_last=getattr(args, "channels_last", False))
 
 
 def _saved_args(args: argparse.Namespace) -> dict:
@@ -135,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.DistContext | None") -> int:
     writer = ctx is None or ctx.is_writer
     out = check_output_dir(args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}")
-    setup = get_family(args.family).build(args)
+    setup = build_saved(args.family, vars(args))
     if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
@@ -146,14 +156,14 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
     if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
         trainer.run(progress=False)
         return 0
-    before = setup.evaluate(setup.phi, args)
+    before = setup.evaluate(setup.phi, EvalOptions(args.eval_tasks, args.eval_seed))
     try:
         trainer.run(progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted at iteration {trainer.iteration}; checkpoint written to {out / 'checkpoints'}; "
               f"continue with --resume", file=sys.stderr)
         raise
-    after = setup.evaluate(trainer.phi, args)
+    after = setup.evaluate(trainer.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=trainer.inner_state))
     print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
     print(f"{'metric':<36}{'before':>14}{'after':>14}")
     for k in before:
@@ -165,23 +175,12 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    path, ckpt = resolve_checkpoint(args.run)
-    extra = ckpt.get("extra") or {}
-    if not isinstance(extra, dict) or "family" not in extra or not isinstance(extra.get("args"), dict):
-        raise ValueError(f"{path} does not say which task family it was trained on and with which settings; "
-                         f"it was not written by `reptile train`")
-    saved = argparse.Namespace(**extra["args"])
-    saved.family = extra["family"]
-    setup = get_family(extra["family"]).build(saved)
-    from ..train import check_compatible
-    check_compatible(ckpt, setup.phi, setup.spec)
-    like = next(iter(setup.phi.values()))
-    phi = {k: v.to(like) for k, v in ckpt["params"].items()}
-    metrics = setup.evaluate(phi, args)
+    r = restore(args.run, build_saved)
+    metrics = r.setup.evaluate(r.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=r.inner_state))
     if args.json:
-        print(json.dumps({"checkpoint": str(path), "iteration": ckpt["iteration"], **metrics}))
+        print(json.dumps({"checkpoint": str(r.path), "iteration": r.iteration, **metrics}))
     else:
-        print(f"{path} (iteration {ckpt['iteration']})")
+        print(f"{r.path} (iteration {r.iteration})")
         for k, v in metrics.items():
             print(f"{k:<40}{v:.5g}")
     return 0
