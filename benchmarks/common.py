@@ -1,97 +1,17 @@
-"""Timing that survives a shared, loaded machine: interleaved rounds, paired ratios, medians.
+"""Benchmark helpers: what the numbers were measured on, and plain-text tables.
 
-Every benchmark here measures a candidate *beside its baseline in the same process*: each round
-runs every candidate once, in a rotating order, and records both wall-clock time and the
-process's CPU time. A candidate's figure is the median over rounds of ``t_candidate / t_baseline``
-of the same round (a paired ratio), so slow drifts of the machine's load cancel. Warm-up rounds
-(compilation, allocator growth, oneDNN primitive caches) are run and discarded first.
-
-Wall time is what a user waits; CPU time (``time.process_time``) is what the process itself
-consumed, which other users' jobs on the same cores do not inflate. With one intra-op thread (the
-suite's default) the two ratios agree when the machine is quiet; on a loaded machine trust the
-CPU ratio more.
+The timing itself (interleaved rounds, paired ratios, medians: :func:`compare`, :class:`Timing`)
+lives in :mod:`reptile.profiling`, so that the figures use it too; it is re-exported here.
 """
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-
-@dataclass
-class Timing:
-    """Per-round times (seconds) of one candidate and its paired ratios to the baseline."""
-
-    name: str
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    wall_ratio: list[float] = field(default_factory=list)
-    cpu_ratio: list[float] = field(default_factory=list)
-
-    @property
-    def wall_s(self) -> float:
-        return statistics.median(self.wall)
-
-    @property
-    def cpu_s(self) -> float:
-        return statistics.median(self.cpu)
-
-    @property
-    def ratio_wall(self) -> float:
-        return statistics.median(self.wall_ratio)
-
-    @property
-    def ratio_cpu(self) -> float:
-        return statistics.median(self.cpu_ratio)
-
-    def spread(self) -> float:
-        """Half the interquartile range of the CPU-time ratio (a rough +- of the median)."""
-        r = sorted(self.cpu_ratio)
-        if len(r) < 4:
-            return float("nan")
-        q = statistics.quantiles(r, n=4)
-        return (q[2] - q[0]) / 2
-
-
-def compare(candidates: dict[str, Callable[[], object]], baseline: str, repeats: int, warmup: int = 1,
-            log: Callable[[str], None] | None = None) -> dict[str, Timing]:
-    """Time every candidate ``repeats`` times, interleaved with the baseline; see the module docstring.
-
-    Raises:
-        ValueError: ``baseline`` not among the candidates, or ``repeats < 1``.
-    """
-    if baseline not in candidates:
-        raise ValueError(f"baseline {baseline!r} is not among the candidates {sorted(candidates)}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    names = list(candidates)
-    for w in range(warmup):
-        for n in names:
-            tic = time.perf_counter()
-            candidates[n]()
-            if log:
-                log(f"    warm-up {w + 1}/{warmup} {n}: {time.perf_counter() - tic:.2f} s")
-    out = {n: Timing(n) for n in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
-        this: dict[str, tuple[float, float]] = {}
-        for n in order:
-            c0, w0 = time.process_time(), time.perf_counter()
-            candidates[n]()
-            this[n] = (time.perf_counter() - w0, time.process_time() - c0)
-        bw, bc = this[baseline]
-        for n, (w, c) in this.items():
-            t = out[n]
-            t.wall.append(w)
-            t.cpu.append(c)
-            t.wall_ratio.append(w / bw)
-            t.cpu_ratio.append(c / bc if bc > 0 else float("nan"))
-    return out
+from reptile.profiling import Timing, compare  # noqa: F401  (the benchmarks' timing, re-exported)
 
 
 def machine() -> dict[str, object]:

@@ -6,11 +6,10 @@ Omniglot CNN (64 filters, 5-way, 28x28 inputs, minibatches of 10 as in Table 3),
 differentiates through the inner loop, so it keeps every inner step's activations alive: its
 memory grows linearly with k while FOMAML's and Reptile's stay flat.
 
-Measures (CPU, one thread), taken with the benchmarks package's functions when it is present
-(``benchmarks.common.compare``: interleaved rounds after a warm-up, medians of CPU time
-``time.process_time`` -- which other users' jobs on a shared machine do not inflate -- and of the
-paired ratio to Reptile at the same k), else with
-the equivalent fallbacks below (median wall and CPU time after a warm-up). Memory is the peak of
+Measures (CPU, one thread) with the library's :func:`reptile.profiling.compare` (the benchmarks
+use it too): interleaved rounds after a warm-up, medians of CPU time ``time.process_time`` --
+which other users' jobs on a shared machine do not inflate -- and of the paired ratio to Reptile
+at the same k. Memory is the peak of
 the running total of tensor allocations and frees recorded by ``torch.profiler``
 (``profile_memory=True``) during one meta-gradient, in time order -- memory the computation
 itself allocates, not the process's resident set (parameters and inputs that exist beforehand
@@ -20,23 +19,21 @@ Run: ``python -m figures.cost [--fast] [--out DIR]``.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
 from figures import style
 from figures.common import cli, note
-from reptile.algorithms import meta_gradient
+from reptile.algorithms import PAPER_ALGORITHMS, meta_gradient
 from reptile.losses import make_loss, params_of
 from reptile.models import OmniglotCNN
-from reptile.profiling import peak_alloc_bytes as peak_allocated_bytes
+from reptile.profiling import compare, peak_alloc_bytes as peak_allocated_bytes
 
 NAME = "cost"
-ALGORITHMS = ("maml", "fomaml", "reptile")
+ALGORITHMS = PAPER_ALGORITHMS
 MARKERS = {"maml": "o", "fomaml": "s", "reptile": "^"}
 SETTINGS = {
     "full": dict(filters=64, batch=10, ks=(2, 4, 8, 16), reps=5),
@@ -44,33 +41,13 @@ SETTINGS = {
 }
 
 
-def _timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
-    """``{name: (median wall s, median cpu s, median cpu ratio to reptile)}`` (fallback of benchmarks.common.compare)."""
-    for fn in cands.values():
-        fn()  # warm-up
-    wall: dict[str, list[float]] = {n: [] for n in cands}
-    cpu: dict[str, list[float]] = {n: [] for n in cands}
-    for _ in range(reps):
-        for n, fn in cands.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            wall[n].append(time.perf_counter() - w0)
-            cpu[n].append(time.process_time() - c0)
-    ratio = {n: float(np.median(np.asarray(cpu[n]) / np.asarray(cpu["reptile"]))) for n in cands}
-    return {n: (float(np.median(wall[n])), float(np.median(cpu[n])), ratio[n]) for n in cands}
+def timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
+    """``{name: (median wall s, median cpu s, median cpu ratio to reptile)}`` by :func:`reptile.profiling.compare`."""
+    res = compare(cands, "reptile", reps, warmup=1)
+    return {n: (t.wall_s, t.cpu_s, t.ratio_cpu) for n, t in res.items()}
 
 
-try:  # the benchmarks package's own measurements, when it is there
-    from benchmarks.common import compare as _compare
-
-    def timings(cands: dict[str, Callable[[], object]], reps: int) -> dict[str, tuple[float, float, float]]:
-        res = _compare(cands, "reptile", reps, warmup=1)
-        return {n: (t.wall_s, t.cpu_s, t.ratio_cpu) for n, t in res.items()}
-
-    SOURCE = "benchmarks.common.compare + reptile.profiling.peak_alloc_bytes"
-except ImportError:  # pragma: no cover - depends on the checkout
-    timings = _timings
-    SOURCE = "figures.cost timing fallback + reptile.profiling.peak_alloc_bytes"
+SOURCE = "reptile.profiling.compare + reptile.profiling.peak_alloc_bytes"
 
 
 def run(fast: bool) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from .evaluate import evaluate_sine
 from .fewshot import DEFAULT_PRESET, PRESETS, FewShotConfig, build_fewshot
 from .losses import make_loss, params_of
 from .models import MLP, LinearModel, model_spec, seeded_init
-from .setups import EvalOptions, Setup, config_from, device_of, dtype_of
+from .setups import EvalOptions, Setup, TaskConfig, config_from, device_of, dtype_of
 from .tasks import LeastSquaresTaskDistribution, SineTaskDistribution
 from .types import Params
 
@@ -58,12 +58,13 @@ def build_saved(name: str, settings: dict[str, Any]) -> Setup:
 
 # -- sine waves ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SineConfig:
+class SineConfig(TaskConfig):
     """Sine-wave regression (Reptile paper Figure 1, the blog's gist).
 
     ``variant``: ``"reptile"`` (phase in [0, 2 pi], 50-point grid) or ``"maml"`` (phase in [0, pi],
     K uniform points); ``points``: examples per training task (``None``: the variant's default);
-    ``shots``, ``test_steps``, ``test_lr``: the test-time fine-tuning (10 points, 32 SGD steps of 0.02).
+    ``shots``, ``test_steps``, ``test_lr``: the test-time fine-tuning (10 points, 32 SGD steps of
+    0.02); the inner-loop minibatches, seed, dtype and device: :class:`~reptile.setups.TaskConfig`.
     """
 
     variant: str = "reptile"
@@ -73,12 +74,6 @@ class SineConfig:
     shots: int = 10
     test_steps: int = 32
     test_lr: float = 0.02
-    inner_steps: int = 5
-    inner_batch: int = 10
-    schedule: str = "cycle"
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def widths(self) -> list[int]:
         """Hidden widths as integers (``"64,64"`` or ``(64, 64)``)."""
@@ -119,19 +114,14 @@ register_family(Family("sine", "sine-wave regression (Reptile paper Figure 1, bl
 
 # -- least squares ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LeastSquaresConfig:
+class LeastSquaresConfig(TaskConfig):
     """Linear least-squares tasks: ``dim`` weights, ``ls_points`` examples (fewer: underdetermined),
-    target noise ``noise``."""
+    target noise ``noise``; the rest: :class:`~reptile.setups.TaskConfig` (5 examples a minibatch)."""
 
     dim: int = 10
     ls_points: int = 5
     noise: float = 0.0
-    inner_steps: int = 5
     inner_batch: int = 5
-    schedule: str = "cycle"
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
 
 
 def build_least_squares(cfg: LeastSquaresConfig) -> Setup:

@@ -21,7 +21,7 @@ from .inner import State
 from .train import check_compatible
 from .types import LossFn, Params, TaskSampler
 
-__all__ = ["EvalOptions", "Setup", "Restored", "restore", "dtype_of", "device_of", "config_from", "state_like"]
+__all__ = ["EvalOptions", "TaskConfig", "Setup", "Restored", "restore", "dtype_of", "device_of", "config_from", "state_like"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,20 @@ class EvalOptions:
     split: str | None = None
     state: str | None = None
     progress: bool = False
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What every family's config holds: the inner-loop minibatches a task sampler stacks
+    (``inner_steps`` of ``inner_batch`` examples, by ``schedule``), the seed of the initialization,
+    and the parameters' dtype and device (by name)."""
+
+    inner_steps: int = 5
+    inner_batch: int = 10
+    schedule: str = "cycle"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
 
 
 @dataclass

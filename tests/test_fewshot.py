@@ -270,7 +270,8 @@ def test_cli_preset_end_to_end(tiny_registered, tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["eval_adam_state_from_checkpoint"] == 1.0 and 0 <= metrics["accuracy"] <= 1
     # over runs (seeds)
-    assert fewshot.main(["report", str(out), "--eval-tasks", "2"]) == 0
+    from reptile.cli.fewshot import report_main  # ``python -m reptile.fewshot``; was reptile.fewshot.main
+    assert report_main(["report", str(out), "--eval-tasks", "2"]) == 0
     text = capsys.readouterr().out
     assert "over 1 run(s)" in text and "95% CI" in text
 

@@ -45,8 +45,6 @@ and ``python -m reptile.fewshot report RUN [RUN ...]``; see docs/fewshot.md.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .datasets import (BUILTIN_DATASETS, DATASET_LOADERS, Loader, build_fewshot_model, dataset_names, load_splits,
                        register_dataset)
 from .evaluation import (EVAL_MODES, MODES, PREDICTORS, FewShotEvaluation, evaluate_fewshot, evaluate_task,
@@ -60,14 +58,6 @@ __all__ = [
     "Preset", "PRESETS", "PAPER_RESULTS", "DATASET_LOADERS", "register_dataset", "load_splits",
     "build_fewshot_model", "EpisodeSampler", "episode_batches", "predict_transductive",
     "predict_non_transductive", "FewShotEvaluation", "evaluate_task", "evaluate_fewshot",
-    "summarize_seeds", "MODES", "EVAL_MODES", "FewShotConfig", "build_fewshot", "report", "main",
+    "summarize_seeds", "MODES", "EVAL_MODES", "FewShotConfig", "build_fewshot", "report",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # ``reptile.fewshot.main`` (the ``python -m reptile.fewshot`` command) is the CLI's
-    # ``reptile.cli.fewshot.report_main``; looked up on use only, so the science never imports the CLI
-    if name == "main":
-        from ..cli.fewshot import report_main
-        return report_main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..data import load_dataset
 from ..data.images import ImageClassDataset
 from ..models import MiniImageNetCNN, OmniglotCNN
 
@@ -44,7 +45,6 @@ def load_splits(name: str, data_dir: str | None = None, seed: int = 0,
     """
     if name in DATASET_LOADERS:
         return DATASET_LOADERS[name](data_dir, seed, rotations)
-    from .data import load_dataset
     key = name.lower().replace("-", "").replace("_", "")
     kwargs = {"augment_rotations": rotations} if key in ("glyphs", "omniglot") else {}
     return load_dataset(name, data_dir, seed=seed, **kwargs)

@@ -11,7 +11,7 @@ from typing import Any
 from ..inner import State, make_optimizer
 from ..losses import make_loss, params_of
 from ..models import model_spec, seeded_init
-from ..setups import EvalOptions, Setup, config_from, device_of, dtype_of, state_like
+from ..setups import EvalOptions, Setup, TaskConfig, config_from, device_of, dtype_of, state_like
 from ..types import Params
 from .datasets import build_fewshot_model, load_splits
 from .evaluation import evaluate_fewshot
@@ -20,7 +20,7 @@ from .sampler import EpisodeSampler
 
 
 @dataclass(frozen=True)
-class FewShotConfig:
+class FewShotConfig(TaskConfig):
     """Everything that defines a few-shot run's model, tasks and evaluation.
 
     The preset-backed fields (``ways``, ``shots``, ``train_shots``, ``inner_*``,
@@ -36,7 +36,7 @@ class FewShotConfig:
     ways: int | None = None
     shots: int | None = None
     train_shots: int | None = None
-    inner_steps: int | None = None
+    inner_steps: int | None = None  # None (as every field below): the preset's
     inner_batch: int | None = None
     inner_lr: float | None = None
     inner_optimizer: str | None = None
@@ -54,10 +54,6 @@ class FewShotConfig:
     filters: int | None = None
     norm: str = "batch"
     channels_last: bool = False
-    schedule: str = "cycle"
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         names = {f.name for f in fields(self)}
