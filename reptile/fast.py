@@ -34,7 +34,15 @@ from .types import Batch, LossFn, Params
 
 MetaUpdate = Callable[..., tuple[Params, State, Tensor]]
 
-__all__ = ["make_meta_update", "channels_last_batches", "channels_last_params", "contiguous_params"]
+__all__ = ["make_meta_update", "channels_last_images", "channels_last_batches", "channels_last_params", "contiguous_params"]
+
+
+def channels_last_images(x: Tensor) -> Tensor:
+    """Images ``[..., C, H, W]`` stored channels-last, so that every ``[b, C, H, W]`` slice is."""
+    n = x.ndim
+    perm = (*range(n - 3), n - 2, n - 1, n - 3)
+    inv = (*range(n - 3), n - 1, n - 3, n - 2)
+    return x.permute(perm).contiguous().permute(inv)
 
 
 def channels_last_batches(batches: Batch) -> Batch:
@@ -43,9 +51,7 @@ def channels_last_batches(batches: Batch) -> Batch:
     Other shapes are returned unchanged. The values (and the targets) are not touched.
     """
     x, y = batches
-    if x.ndim != 5:
-        return x, y
-    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3), y
+    return (channels_last_images(x) if x.ndim == 5 else x), y
 
 
 def channels_last_params(params: Params) -> Params:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .checkpoint import resolve_checkpoint
 from .inner import State
-from .train import check_compatible
+from .train import check_compatible, to_like
 from .types import LossFn, Params, TaskSampler
 
 __all__ = ["EvalOptions", "TaskConfig", "Setup", "Restored", "restore", "dtype_of", "device_of", "config_from", "state_like"]
@@ -106,16 +106,9 @@ def config_from(cls: type[C], values: Mapping[str, Any], **overrides: Any) -> C:
 
 
 def state_like(state: State | None, like: Tensor) -> State | None:
-    """An optimizer state (nested dicts of tensors) on ``like``'s device; ``None`` for none or an
-    empty state (SGD has none)."""
-    if not state:
-        return None
-
-    def move(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: move(v) for k, v in obj.items()}
-        return obj.to(like.device) if isinstance(obj, Tensor) else obj
-    return move(state)
+    """An optimizer state (nested dicts of tensors) with ``like``'s dtype and device; ``None`` for
+    none or an empty state (SGD keeps none)."""
+    return to_like(state, like) if state else None
 
 
 @dataclass

@@ -31,7 +31,7 @@ from . import tree
 from .algorithms import ALGORITHMS, MIN_K, check_weights, meta_update
 from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .inner import Adam, SGD, make_optimizer
-from .types import Batch, LossFn, Params, TaskSampler
+from .types import LossFn, Params, TaskSampler
 
 """Draws one task and returns its k stacked minibatches ``(x[k, b, ...], y[k, b, ...])``."""
 
@@ -375,10 +375,14 @@ def check_compatible(ckpt: dict[str, Any], phi: Params, model_spec: dict[str, An
         raise ValueError(f"the checkpoint is of another model: its parameters differ ({diff} ...)")
 
 
-def _to_like(obj: Any, like: torch.Tensor) -> Any:
+def to_like(obj: Any, like: torch.Tensor) -> Any:
+    """Every tensor of nested dicts (an optimizer state) with ``like``'s dtype and device."""
     if isinstance(obj, dict):
-        return {k: _to_like(v, like) for k, v in obj.items()}
+        return {k: to_like(v, like) for k, v in obj.items()}
     return obj.to(like) if isinstance(obj, torch.Tensor) else obj
+
+
+_to_like = to_like
 
 
 def _complete_row(row: list[str]) -> bool:

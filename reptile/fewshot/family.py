@@ -36,7 +36,7 @@ class FewShotConfig(TaskConfig):
     ways: int | None = None
     shots: int | None = None
     train_shots: int | None = None
-    inner_steps: int | None = None  # None (as every field below): the preset's
+    inner_steps: int | None = None
     inner_batch: int | None = None
     inner_lr: float | None = None
     inner_optimizer: str | None = None
@@ -112,7 +112,7 @@ def _checkpoint_state(state: State | None, phi: Params) -> State | None:
 
 
 def _build(settings: Any) -> Setup:
-    """The setup of saved settings (a mapping, or an object with attributes such as an
-    ``argparse.Namespace``); what is unset comes from the preset and :class:`FewShotConfig`."""
+    """The setup of saved settings (a mapping, or a namespace object of attributes); what is unset
+    comes from the preset and :class:`FewShotConfig`."""
     values = settings if isinstance(settings, dict) else vars(settings)
     return build_fewshot(config_from(FewShotConfig, values))

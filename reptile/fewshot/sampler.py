@@ -9,17 +9,12 @@ from torch import Tensor
 
 from ..data.episodes import sample_episode
 from ..data.images import ImageClassDataset
-from ..fast import channels_last_params
+from ..fast import channels_last_images, channels_last_params
 from ..tasks.schedules import SCHEDULES, gather, minibatch_indices
 from ..types import Batch
 
-def to_channels_last(x: Tensor) -> Tensor:
-    """Images ``[..., C, H, W]`` stored channels-last, so that every ``[b, C, H, W]`` slice is."""
-    n = x.ndim
-    perm = (*range(n - 3), n - 2, n - 1, n - 3)
-    inv = (*range(n - 3), n - 1, n - 3, n - 2)
-    return x.permute(perm).contiguous().permute(inv)
-
+#: images ``[..., C, H, W]`` stored channels-last: :func:`reptile.fast.channels_last_images`
+to_channels_last = channels_last_images
 #: convolution kernels (4-d leaves) channels-last, others unchanged: :func:`reptile.fast.channels_last_params`
 params_channels_last = channels_last_params
 
