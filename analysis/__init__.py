@@ -13,10 +13,35 @@ Public entry points (see each module for shapes and equations):
 * :mod:`analysis.closed_forms` (least squares), :mod:`analysis.problems` (embedded problems);
 * :mod:`analysis.verify` and :mod:`analysis.cli` (``reptile verify``).
 """
-from . import closed_forms, expectations, taylor
-from .expectations import avg_grad, avg_grad_inner, expected_meta_gradients
-from .hessian import (HVPOperator, dense_hessian, hessian_operator, hvp, hvp_fn, power_iteration, third_derivative,
-                      top_eigenvalues)
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+# names are imported on first use (PEP 562), so that `reptile --help`, which loads analysis.cli
+# through the verify entry point, does not import torch
+_NAMES = {"avg_grad": "expectations", "avg_grad_inner": "expectations", "expected_meta_gradients": "expectations",
+          **{n: "hessian" for n in ("HVPOperator", "dense_hessian", "hessian_operator", "hvp", "hvp_fn",
+                                    "power_iteration", "third_derivative", "top_eigenvalues")}}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from . import closed_forms, expectations, taylor
+    from .expectations import avg_grad, avg_grad_inner, expected_meta_gradients
+    from .hessian import (HVPOperator, dense_hessian, hessian_operator, hvp, hvp_fn, power_iteration,
+                          third_derivative, top_eigenvalues)
 
 __all__ = ["hvp", "hvp_fn", "HVPOperator", "dense_hessian", "hessian_operator", "top_eigenvalues", "power_iteration",
            "third_derivative", "taylor", "expectations", "closed_forms", "avg_grad", "avg_grad_inner",

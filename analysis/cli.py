@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
+from reptile.cli.argtypes import add_threads_flag
 from reptile.paths import check_output_dir
+from reptile.threads import apply_threads
 
-from .verify import DEFAULT_OUT, PROVIDERS, format_table, module_exists, run_verify
+DEFAULT_OUT = Path("reports/verify")  # = analysis.verify.DEFAULT_OUT; kept here so `reptile --help` needs no torch
 
 DESCRIPTION = """\
 Check the Reptile paper's Taylor-series analysis (section 5.1) on embedded problems: the sine-wave
@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     speed.add_argument("--full", action="store_true", help="more tasks and samples, k up to 5 everywhere")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch intra-op threads (default 1: the checks use small tensors, where more threads "
-                        "mostly add synchronization; on a loaded 2-core machine 2 threads cost 3-10x more CPU)")
+    add_threads_flag(p)
     p.add_argument("--only", action="append", metavar="MODULE",
                    help="run only this check provider (repeatable), e.g. analysis.taylor_checks")
     p.set_defaults(func=run)
@@ -41,13 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run verify with parsed ``args``; print the table; return 0 if every claim holds, else 1."""
+    from .verify import PROVIDERS, format_table, module_exists, run_verify
+
     mode = "quick" if getattr(args, "quick", False) else "full" if getattr(args, "full", False) else "default"
-    threads = getattr(args, "threads", 1)
-    if threads is not None:
-        if threads < 1:
-            print(f"reptile verify: --threads must be >= 1, got {threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(threads)
+    apply_threads(getattr(args, "threads", None))
     unknown = [m for m in (getattr(args, "only", None) or []) if not module_exists(m)]
     if unknown:
         print(f"reptile verify: error: --only {unknown[0]!r} is not an importable module; the check "

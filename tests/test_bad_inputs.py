@@ -432,13 +432,13 @@ def _(ctx):
 @case("cli-combination-weights-wrong-length")
 def _(ctx):
     ctx.cli(["train", "sine", "--algorithm", "combination", "--weights", "1,1", "--out", ctx.tmp / "run"], 1,
-            "needs inner_steps = 5 weights", "got 2")
+            "needs --inner-steps = 5 weights", "got 2")
 
 
 @case("cli-k-too-small")
 def _(ctx):
     ctx.cli(["train", "sine", "--algorithm", "maml", "--inner-steps", "1", "--out", ctx.tmp / "run"], 1,
-            "maml needs inner_steps >= 2")
+            "maml needs --inner-steps >= 2")
 
 
 @case("cli-missing-data-folder")

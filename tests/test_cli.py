@@ -56,4 +56,4 @@ def test_failures_exit_1_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no checkpoint" in err and "Traceback" not in err
     assert main(["train", "sine", "--algorithm", "maml", "--inner-steps", "1", "--out", str(tmp_path / "m")]) == 1
-    assert "inner_steps >= 2" in capsys.readouterr().err
+    assert "--inner-steps >= 2" in capsys.readouterr().err  # the science says inner_steps; the CLI the flag

@@ -6,23 +6,37 @@
 
 Exit codes: 0 success, 1 failure (a clear one-line error, no traceback), 2 usage error,
 130 interrupted.
+
+Building the parser imports no torch (``reptile --help`` is instant): choices come from
+:mod:`reptile.choices`, the science is imported when a command runs. Every subcommand takes
+``--threads`` (policy: :func:`reptile.threads.apply_threads`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from importlib.metadata import entry_points
-from typing import Sequence
+from typing import Any, Sequence
 
-from ..checkpoint import CheckpointError
-from ..train import TrainingDiverged
 from . import data, demo, train
 from .argtypes import (int_at_least, nonneg_float, nonneg_int, number_list, port_number,  # noqa: F401
                        positive_float, positive_int)
+from .parsing import flag_words, parse_args
 
-#: errors that are the user's to fix: reported in one line, exit code 1
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, CheckpointError,
-               TrainingDiverged, OSError)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: reported in one line, exit code 1 (imports the science)."""
+    from ..checkpoint import CheckpointError
+    from ..train import TrainingDiverged
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, CheckpointError,
+            TrainingDiverged, OSError)
+
+
+def __getattr__(name: str) -> Any:  # USER_ERRORS, kept as a name without importing torch up front
+    if name == "USER_ERRORS":
+        return user_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: the subcommands of this package, in help order
@@ -44,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
-        print(f"reptile {args.command}: error: {e}", file=sys.stderr)
+    except user_errors() as e:  # a parameter the science names is shown as the flag (data_dir -> --data-dir)
+        print(f"reptile {args.command}: error: {flag_words(str(e), parser)}", file=sys.stderr)
         return 1

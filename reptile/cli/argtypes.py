@@ -1,9 +1,12 @@
 """argparse types of the ``reptile`` command (and of ``python -m reptile.fewshot``): each turns a
 flag's text into a checked value or raises ``argparse.ArgumentTypeError`` with what was expected.
-Imports nothing of the toolkit, so every CLI module can use it."""
+Imports nothing of the toolkit but the torch-free :mod:`reptile.threads`, so every CLI module can
+use it (and ``reptile --help`` stays fast)."""
 from __future__ import annotations
 
 import argparse
+
+from ..threads import THREADS_HELP, check_threads
 
 
 def int_at_least(minimum: int):
@@ -74,3 +77,18 @@ def nonneg_float(text: str) -> float:
     if not (0 <= v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return v
+
+
+def thread_count(text: str) -> int:
+    """argparse type: a torch thread count, 1..the CPUs available (:func:`reptile.threads.check_threads`)."""
+    n = _int_at_least(1, text)
+    try:
+        return check_threads(n)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_threads_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--threads N`` (default ``None``: the policy of :func:`reptile.threads.apply_threads`),
+    the same flag with the same help on every subcommand."""
+    p.add_argument("--threads", type=thread_count, default=None, metavar="N", help=THREADS_HELP)

@@ -13,9 +13,8 @@ from typing import Any
 
 from reptile.paths import check_output_file
 
-from .argtypes import int_at_least, nonneg_int, positive_int
-
-
+from ..threads import apply_threads
+from .argtypes import add_threads_flag, int_at_least, nonneg_int, positive_int
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -33,6 +32,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-chars", type=positive_int, default=None,
                    help="drop scripts with fewer characters (default 14, Omniglot's smallest alphabet)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_threads_flag(p)
 
 
 def _build_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def _build_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_build(args: argparse.Namespace) -> int:
     from reptile.data.glyphs import build_glyphs, glyph_stats, split_archive
 
+    apply_threads(args.threads)
     kw = _build_kwargs(args)
     seed = kw.pop("seed")
     tic = time.perf_counter()
@@ -88,6 +89,7 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     from reptile.data.glyphs import build_glyphs, split_archive
 
     check_output_file(args.out)
+    apply_threads(args.threads)
     kw = _build_kwargs(args)
     seed = kw.pop("seed")
     archive = build_glyphs(seed, progress=not args.no_progress, **kw)
@@ -112,11 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "each, split by script (see docs/data.md).",
     )
     gsub = p.add_subparsers(dest="glyphs_command", metavar="ACTION", required=True)
-    b = gsub.add_parser("build", help="generate the glyph set (or load it from the cache) and print counts")
+    b = gsub.add_parser("build", help="generate the glyph set (or load it from the cache) and print counts",
+                        description="Render the glyph set from the installed fonts (slow the first time, with "
+                                    "progress bars; later runs read the cache file) and print its characters, scripts "
+                                    "and images per split (train/val/test, split by script).")
     _add_common(b)
     b.add_argument("--rebuild", action="store_true", help="regenerate even if the cache file exists")
     b.set_defaults(func=_cmd_build)
-    s = gsub.add_parser("sheet", help="write a contact sheet PNG of sample N-way tasks")
+    s = gsub.add_parser("sheet", help="write a contact sheet PNG of sample N-way tasks",
+                        description="Draw sample N-way K-shot tasks from one split of the glyph set (built or "
+                                    "read from the cache as by `reptile glyphs build`) and write them as one "
+                                    "PNG: one panel per task, one row per class (its training shots, then its held-out "
+                                    "examples), labelled with the character's script and code point.")
     _add_common(s)
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
     s.add_argument("--split", choices=("train", "val", "test"), default="test",

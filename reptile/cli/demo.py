@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 
 from ..paths import check_output_file
-from .argtypes import nonneg_int, port_number, positive_int
+from ..threads import THREADS_HELP, apply_threads
+from .argtypes import add_threads_flag, nonneg_int, port_number, positive_int, thread_count
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 WEIGHTS_PREFIX = "/weights/"
@@ -188,6 +189,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..demo_export import export_checkpoint
 
+    apply_threads(args.threads)
     if args.out is not None:
         check_output_file(args.out)
     out, obj = export_checkpoint(args.checkpoint, args.out, args.kind, steps=args.steps, init_seed=args.init_seed)
@@ -210,6 +212,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="folder holding fewshot.json and sine.json (default: the weights shipped with the package)")
     p.add_argument("--verbose", action="store_true", help="log every request")
+    # the demo fine-tunes in the browser: the server computes nothing, so the flag only keeps the
+    # command line uniform (checked like everywhere, then unused; torch is not imported)
+    p.add_argument("--threads", type=thread_count, default=None, metavar="N",
+                   help="accepted like on every command, but unused: the demo computes in the browser "
+                        f"(elsewhere: {THREADS_HELP})")
     p.set_defaults(func=run_demo)
 
     e = sub.add_parser("export-demo", help="export a checkpoint to the demo's weights format",
@@ -222,4 +229,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="few-shot fine-tuning steps the page starts with (default 5)")
     e.add_argument("--init-seed", type=nonneg_int, default=None,
                    help="seed of the random initialization shown for comparison (default: the training seed)")
+    add_threads_flag(e)
     e.set_defaults(func=run_export)

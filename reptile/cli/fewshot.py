@@ -8,8 +8,19 @@ import math
 import sys
 from typing import Sequence
 
-from ..fewshot import PRESETS, dataset_names, report
-from .argtypes import nonneg_int, positive_int
+from .. import choices
+from .argtypes import add_threads_flag, nonneg_int, positive_int
+from .parsing import flag_words, parse_args
+
+
+def dataset_choices() -> list[str]:
+    """``--dataset`` choices without importing torch: the built-in names, plus any registered with
+    :func:`reptile.fewshot.register_dataset` (registering imports that module, so it is loaded)."""
+    names = set(choices.DATASETS)
+    datasets = sys.modules.get("reptile.fewshot.datasets")
+    if datasets is not None:
+        names |= set(datasets.dataset_names())
+    return sorted(names)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,10 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the dataset: glyphs/omniglot 28x28x1 -> OmniglotCNN, miniimagenet 84x84x3 -> MiniImageNetCNN. "
         "--algorithm maml differentiates through the Adam inner loop (second order): exact but slow "
         "and memory-hungry, growing with --inner-steps; fomaml and reptile are first order.")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+    g.add_argument("--preset", choices=choices.PRESETS, default=None,
                    help="hyper-parameters of the paper's Table 3/4 column (implies the fewshot family); "
                         "any flag given explicitly overrides it")
-    g.add_argument("--dataset", choices=dataset_names(), default="glyphs",
+    g.add_argument("--dataset", choices=dataset_choices(), default="glyphs",
                    help="glyphs (generated from fonts, always available; default), omniglot or miniimagenet "
                         "(read from --data-dir)")
     g.add_argument("--data-dir", default=None,
@@ -55,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--norm", choices=("batch", "group", "none"), default="batch",
                    help="batch: batch statistics always, as the paper (default)")
     g.add_argument("--channels-last", action="store_true",
-                   help="channels-last memory format for convolutions (faster on some CPUs; measure)")
+                   help="channels-last (NHWC) memory format for the convolutions; whether it is faster depends on "
+                        "the network and --compile (measured ratios: docs/benchmarks.md)")
 
 
 def report_main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +77,9 @@ def report_main(argv: Sequence[str] | None = None) -> int:
                                             "each run's accuracy with a 95%% CI over tasks, and the mean +- sample "
                                             "standard deviation over runs.")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("report", help="evaluate runs and summarize over seeds")
+    r = sub.add_parser("report", help="evaluate runs and summarize over seeds",
+                       description="Evaluate the newest checkpoint of each run (one per seed) on unseen test "
+                                   "tasks and print each run's accuracy and the mean +- std over runs.")
     r.add_argument("runs", nargs="+", help="run folders or checkpoint files (one per seed)")
     r.add_argument("--eval-tasks", type=positive_int, default=1000, help="test tasks per run (default 1000; paper 10000)")
     r.add_argument("--eval-seed", type=nonneg_int, default=12345)
@@ -74,13 +88,22 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--eval-state", choices=("checkpoint", "fresh"), default="checkpoint")
     r.add_argument("--no-transductive", action="store_true", help="skip the transductive accuracy")
     r.add_argument("--json", action="store_true", help="print JSON")
-    r.add_argument("--progress", action="store_true")
-    args = p.parse_args(argv)
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bars (loading, evaluation)")
+    r.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the old opt-in; now the default
+    add_threads_flag(r)
+    args = parse_args(p, argv)
+    from ..fewshot import report
+    from ..fewshot.datasets import loading_progress
+    from ..threads import apply_threads
+
+    apply_threads(args.threads)
+    progress = not args.no_progress
     try:
-        res = report(args.runs, args.eval_tasks, args.eval_seed, not args.no_transductive, args.eval_split,
-                     args.eval_state, args.progress)
+        with loading_progress(progress):
+            res = report(args.runs, args.eval_tasks, args.eval_seed, not args.no_transductive, args.eval_split,
+                         args.eval_state, progress)
     except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"python -m reptile.fewshot: error: {e}", file=sys.stderr)
+        print(f"python -m reptile.fewshot: error: {flag_words(str(e), p)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(res))

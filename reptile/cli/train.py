@@ -5,20 +5,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .. import distributed
-from ..algorithms import ALGORITHMS
-from ..checkpoint import latest_checkpoint
-from ..families import build_saved, get_family
-from ..fewshot import preset_defaults
+from .. import choices
 from ..paths import check_output_dir
-from ..setups import EvalOptions, restore
-from ..tasks.schedules import SCHEDULES
-from ..train import MetaTrainer, TrainConfig
+from ..threads import apply_threads
 from . import fewshot, least_squares, sine
-from .argtypes import nonneg_int, number_list, positive_float, positive_int
+from .argtypes import add_threads_flag, nonneg_int, number_list, positive_float, positive_int
+
+if TYPE_CHECKING:  # the science (and torch) is imported when a command runs, not to build the parser
+    from .. import distributed
+    from ..train import TrainConfig
 
 #: each task family's flags (one module per family), in help order
 FAMILY_FLAGS = {"sine": sine.add_arguments, "least-squares": least_squares.add_arguments,
@@ -29,7 +26,7 @@ SHARED = ("inner_steps", "inner_batch", "inner_lr", "inner_optimizer", "outer_lr
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("meta-training (defaults depend on the family or preset)")
-    g.add_argument("--algorithm", choices=ALGORITHMS, default="reptile",
+    g.add_argument("--algorithm", choices=choices.ALGORITHMS, default="reptile",
                    help="reptile (default), fomaml, maml (second order), combination (with --weights), "
                         "joint (joint training baseline)")
     g.add_argument("--inner-steps", type=positive_int, help="k: inner-loop steps per task")
@@ -38,8 +35,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="inner optimizer (adam uses beta1 = 0)")
     g.add_argument("--reset-inner-state", action="store_true",
                    help="reset Adam moments for every task (the paper keeps them across tasks)")
-    g.add_argument("--schedule", choices=SCHEDULES, default="cycle",
-                   help="minibatch schedule: cycle (official code), replacement, separate_tail")
+    g.add_argument("--schedule", choices=choices.SCHEDULES, default="cycle",
+                   help="minibatch schedule: cycle (official code; default), replacement, separate_tail "
+                        "(last minibatch from --tail reserved examples), shared_tail (a synonym of cycle)")
     g.add_argument("--weights", type=number_list,
                    help="w_1,...,w_k for --algorithm combination, e.g. 1,1,0,0")
     g.add_argument("--outer-lr", type=positive_float, help="outer step size eps (annealed linearly to 0)")
@@ -56,8 +54,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype (default float32)")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
-    g.add_argument("--threads", type=positive_int, default=None,
-                   help="torch intra-op threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
+    add_threads_flag(g)
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -94,12 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eval-tasks", type=positive_int, default=100, help="unseen tasks (default 100)")
     e.add_argument("--eval-seed", type=nonneg_int, default=12345, help="seed of the evaluation tasks (default 12345)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--no-progress", action="store_true", help="hide the progress bars (loading, evaluation)")
+    add_threads_flag(e)
     e.set_defaults(func=run_eval)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset flags (``None``) from the family's defaults, for the few-shot family from
     ``--preset`` (default Omniglot 5-way 1-shot); flags typed explicitly are kept."""
+    from ..families import get_family
+    from ..fewshot import preset_defaults
+
     if args.family is None:
         args.family = "fewshot" if getattr(args, "preset", None) else "sine"
     defaults = dict(get_family(args.family).defaults)
@@ -114,7 +116,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def config_from(args: argparse.Namespace) -> TrainConfig:
+def config_from(args: argparse.Namespace) -> "TrainConfig":
+    from ..train import TrainConfig
+
     return TrainConfig(algorithm=args.algorithm, inner_steps=args.inner_steps, inner_batch=args.inner_batch,
                        inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr,
                        reset_inner_state=args.reset_inner_state, outer_lr=args.outer_lr, anneal=not args.no_anneal,
@@ -130,8 +134,9 @@ def _saved_args(args: argparse.Namespace) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    from .. import distributed
+
+    apply_threads(args.threads)
     args = resolve(args)
     cfg = config_from(args)
     # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
@@ -142,10 +147,19 @@ def run_train(args: argparse.Namespace) -> int:
         return _run_train(args, cfg, ctx)
 
 
-def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.DistContext | None") -> int:
+def _run_train(args: argparse.Namespace, cfg: "TrainConfig", ctx: "distributed.DistContext | None") -> int:
+    from .. import distributed
+    from ..checkpoint import latest_checkpoint
+    from ..families import build_saved
+    from ..fewshot.datasets import loading_progress
+    from ..setups import EvalOptions
+    from ..train import MetaTrainer
+
     writer = ctx is None or ctx.is_writer
+    progress = writer and not args.no_progress
     out = check_output_dir(args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}")
-    setup = build_saved(args.family, vars(args))
+    with loading_progress(progress):
+        setup = build_saved(args.family, vars(args))
     if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
@@ -156,14 +170,15 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
     if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
         trainer.run(progress=False)
         return 0
-    before = setup.evaluate(setup.phi, EvalOptions(args.eval_tasks, args.eval_seed))
+    before = setup.evaluate(setup.phi, EvalOptions(args.eval_tasks, args.eval_seed, progress=progress))
     try:
-        trainer.run(progress=not args.no_progress)
+        trainer.run(progress=progress)
     except KeyboardInterrupt:
         print(f"interrupted at iteration {trainer.iteration}; checkpoint written to {out / 'checkpoints'}; "
               f"continue with --resume", file=sys.stderr)
         raise
-    after = setup.evaluate(trainer.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=trainer.inner_state))
+    after = setup.evaluate(trainer.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=trainer.inner_state,
+                                                    progress=progress))
     print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
     print(f"{'metric':<36}{'before':>14}{'after':>14}")
     for k in before:
@@ -175,8 +190,16 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    r = restore(args.run, build_saved)
-    metrics = r.setup.evaluate(r.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=r.inner_state))
+    from ..families import build_saved
+    from ..fewshot.datasets import loading_progress
+    from ..setups import EvalOptions, restore
+
+    apply_threads(args.threads)
+    progress = not args.no_progress
+    with loading_progress(progress):
+        r = restore(args.run, build_saved)
+    metrics = r.setup.evaluate(r.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=r.inner_state,
+                                                  progress=progress))
     if args.json:
         print(json.dumps({"checkpoint": str(r.path), "iteration": r.iteration, **metrics}))
     else:

@@ -140,6 +140,7 @@ def evaluate_fewshot(model: nn.Module, phi: Params, dataset: ImageClassDataset, 
             weights.
         loss_fn: the training loss (default cross-entropy of ``model``).
         channels_last: run convolutions in channels-last memory format.
+        progress: show a tqdm bar over the tasks on stderr.
     Returns:
         :class:`FewShotEvaluation`.
     """
@@ -153,7 +154,8 @@ def evaluate_fewshot(model: nn.Module, phi: Params, dataset: ImageClassDataset, 
     it = range(n_tasks)
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(it, desc="evaluating", leave=False)
+        it = tqdm(it, desc=f"evaluating ({inner_steps} fine-tuning steps a task)", unit="task", leave=False,
+                  dynamic_ncols=True)
     for i in it:
         rng = np.random.default_rng([seed, i])
         ep = sample_episode(dataset, rng, n_way, shots, test_shots, device=like.device, dtype=like.dtype)
