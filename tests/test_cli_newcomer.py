@@ -197,6 +197,10 @@ def test_science_parameter_names_become_flags():
     for untouched in ("/tmp/data_dir/x", "my_data_dir", "data_dir.txt", "--data-dir", "eval_inner_steps_x"):
         assert flag_words(untouched, p) == untouched
     assert flag_words("set eval_inner_steps.", p) == "set --eval-inner-steps."
+    # a name in backticks is a parameter, even when it is also a word; unknown names keep their quotes
+    assert flag_words("fewer classes than `ways` 20; raise `train_shots`", p) == \
+        "fewer classes than --ways 20; raise --train-shots"
+    assert flag_words("see `no_such_parameter`", p) == "see `no_such_parameter`"
 
 
 def test_omniglot_without_a_folder_names_the_flag(tmp_path, capsys):

@@ -2,8 +2,9 @@
 
 * :func:`parse_args` -- like ``parser.parse_args``, but a flag the chosen subcommand does not know
   is reported with *that subcommand's* usage (argparse reports it with the top-level one).
-* :func:`flag_words` -- errors of the science name parameters (``data_dir``); the command line
-  shows them as the flags the user types (``--data-dir``).
+* :func:`flag_words` -- errors of the science name parameters (``data_dir``, or any name in
+  backticks: ```ways```); the command line shows them as the flags the user types (``--data-dir``,
+  ``--ways``). Science modules should name parameters that way, never flags.
 
 Imports nothing of the toolkit (and so not torch).
 """
@@ -48,25 +49,31 @@ def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
             yield from _all_parsers(sub)
 
 
-def parameter_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """``{parameter: flag}`` for the options of ``parser`` and its subparsers whose parameter name
-    has an underscore (``data_dir`` -> ``--data-dir``). Names without one (``seed``, ``dataset``)
-    are also ordinary words, so a message's use of them is left alone."""
+def parameter_flags(parser: argparse.ArgumentParser, every: bool = False) -> dict[str, str]:
+    """``{parameter: flag}`` for the options of ``parser`` and its subparsers (``data_dir`` ->
+    ``--data-dir``): those whose parameter name has an underscore, or all of them with ``every``.
+    Names without one (``seed``, ``dataset``) are also ordinary words, so :func:`flag_words`
+    translates them only when a message marks them as names, in backticks."""
     out: dict[str, str] = {}
     for p in _all_parsers(parser):
         for action in p._actions:
             longs = [o for o in action.option_strings if o.startswith("--")]
-            if "_" in action.dest and longs:
+            if longs and (every or "_" in action.dest):
                 out.setdefault(action.dest, longs[0])
     return out
 
 
 def flag_words(message: str, parser: argparse.ArgumentParser) -> str:
-    """``message`` with every parameter name of :func:`parameter_flags` written as its flag.
+    """``message`` with the parameter names of the science written as the flags of ``parser``.
 
-    Only whole words are replaced (not parts of paths or longer names: ``my_data_dir/x`` and
-    ``--data-dir`` stay as they are), e.g. ``"pass data_dir"`` -> ``"pass --data-dir"``.
+    A name in backticks (the science's way of naming a parameter, e.g. ```ways``` or
+    ```data_dir```) becomes its flag whatever it is; a bare name is translated only if it has an
+    underscore (:func:`parameter_flags`) and stands as a whole word (not part of a path or a longer
+    name: ``my_data_dir/x`` and ``--data-dir`` stay as they are). E.g. ``"pass data_dir"`` ->
+    ``"pass --data-dir"``, ``"fewer than `ways` 20"`` -> ``"fewer than --ways 20"``.
     """
+    every = parameter_flags(parser, every=True)
+    message = re.sub(r"`([A-Za-z_][\w]*)`", lambda m: every.get(m.group(1), m.group(0)), message)
     flags = parameter_flags(parser)
     if not flags:
         return message
