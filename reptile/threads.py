@@ -27,8 +27,8 @@ DEFAULT_THREADS = 1
 
 #: the ``--threads`` help text every subcommand shows (one wording, one policy)
 THREADS_HELP = ("torch CPU threads, 1..the CPUs available (default 1, or $OMP_NUM_THREADS when set: "
-                "this toolkit's models are small, so more threads mostly add overhead and are several "
-                "times slower on a busy shared CPU)")
+                "this toolkit's models are small, so more threads mostly add overhead; 2 threads were "
+                "12-37x slower on a busy 2-core CPU, see benchmarks/bench_threads.py)")
 
 
 def available_cpus() -> int:

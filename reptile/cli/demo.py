@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from ..paths import check_output_file
-from ..threads import THREADS_HELP, apply_threads
+from ..threads import apply_threads
 from .argtypes import add_threads_flag, nonneg_int, port_number, positive_int, thread_count
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -215,8 +215,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     # the demo fine-tunes in the browser: the server computes nothing, so the flag only keeps the
     # command line uniform (checked like everywhere, then unused; torch is not imported)
     p.add_argument("--threads", type=thread_count, default=None, metavar="N",
-                   help="accepted like on every command, but unused: the demo computes in the browser "
-                        f"(elsewhere: {THREADS_HELP})")
+                   help="torch CPU threads (default 1, or $OMP_NUM_THREADS when set), accepted as on every "
+                        "command but unused here: the demo computes in the browser")
     p.set_defaults(func=run_demo)
 
     e = sub.add_parser("export-demo", help="export a checkpoint to the demo's weights format",
