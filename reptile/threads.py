@@ -3,10 +3,11 @@
 The models of this toolkit are small (the sine MLP has 4,353 parameters, the Omniglot CNN
 about 110K, applied to batches of 5-50 images), so an operation takes microseconds to a few
 milliseconds and more intra-op threads mostly add synchronization. On a shared, loaded CPU a
-second thread makes a run many times slower: ``python -m benchmarks.bench_threads`` (one process,
-interleaved rounds) on the 2-core machine at load average 8-15 measured 2-thread/1-thread ratios
-of 21 (wall) / 21 (CPU) for sine meta-training, 22 / 31 for the sine evaluation, 20 / 21 for the
-few-shot evaluation and 12 / 12 for few-shot meta-training; issue #15 saw 33.6 s against 8.1 s
+second thread makes a run many times slower: ``python -m benchmarks.bench_threads --repeats 3``
+(one process, interleaved rounds) on the 2-core machine at load average 8-15 measured
+2-thread/1-thread ratios of 37 (wall) / 37 (CPU) for sine meta-training, 21 / 35 for the sine
+evaluation, 20 / 21 for the few-shot evaluation and 13 / 13 for few-shot meta-training (an
+earlier run: 21 / 21, 22 / 31, 20 / 21, 12 / 12); issue #15 saw 33.6 s against 8.1 s
 for ``reptile train sine --iterations 500``. No workload here was found to gain from a second
 thread, so the default is :data:`DEFAULT_THREADS` = 1 for every command and every model, unless
 the user chose a count through ``OMP_NUM_THREADS`` (then torch's own count, which follows it, is
