@@ -458,9 +458,9 @@ def _projected_cg(hv: Callable[[Tensor], Tensor], project: Callable[[Tensor], Te
 
 
 #: Riemannian-Newton iterations at most, restoration steps at most (from phi / after a tangent step)
-RESTORE_ITER, RESTORE_ITER_STEP, CHORD_ITER = 200, 12, 30
+RESTORE_ITER, RESTORE_ITER_STEP, CHORD_ITER = 100, 12, 30
 #: L-BFGS iterations of the fallback start point
-FALLBACK_LBFGS_ITER = 3000
+FALLBACK_LBFGS_ITER = 1000
 
 
 def _chord(prob: _Problem, w: Tensor, u: Tensor, s: Tensor, vh: Tensor, tol: float, iters: int
@@ -648,7 +648,7 @@ def certified_projection(loss_fn: LossFn, phi: Params, data: Batch, *, constrain
         t, moved = 1.0, False
         while t > 1e-8:
             cand, ok = _chord(prob, w + t * d, u, s, vh, rtol, CHORD_ITER)
-            if not ok:
+            if not ok and t < 1e-2:                  # chord failing even on a short step: full restoration
                 cand, ok, its = _restore(prob, w + t * d, rtol, RESTORE_ITER_STEP)
                 total += its
             if ok:
