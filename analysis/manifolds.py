@@ -519,7 +519,7 @@ def _restore(prob: _Problem, w: Tensor, tol: float, iters: int) -> tuple[Tensor,
 def certified_projection(loss_fn: LossFn, phi: Params, data: Batch, *, constraint: Constraint = "auto",
                          level: float | None = None, predict: Callable[[Params, Tensor], Tensor] | None = None,
                          violation_tol: float = VIOLATION_TOL, kkt_tol: float = KKT_TOL, max_iter: int = 100,
-                         cg_iter: int = 200, start: Params | None = None, fallback: bool = True) -> Projection:
+                         cg_iter: int = 50, start: Params | None = None, fallback: bool = True) -> Projection:
     """``argmin ||theta - phi||^2`` subject to the task's fit constraints, by Riemannian Newton; certified.
 
     The projection onto a solution set is a constrained problem (paper section 5.2: ``W_tau`` is
