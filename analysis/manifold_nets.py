@@ -260,19 +260,42 @@ def run_network_experiment(iterations: int = 3000, every: int = 500, n_probe: in
             if "dist_mean_sq" in h:
                 curve.append(dict(algorithm=alg, iteration=int(h["iteration"]), mean_sq=h["dist_mean_sq"],
                                   mean=h["dist_mean"], certified=h["dist_certified"]))
-    evals = probe_tasks(n_eval, seed=2**21 + seed)
-    summary = []
-    for name, p in [("random", phi)] + [(a, r[0]) for a, r in runs.items()]:
-        s = distance_summary(name, loss_fn, p, evals, progress=progress)
-        summary.append(dict(init=name, mean_sq=s.mean, ci95=s.ci95, certified=s.certified, n=s.n,
-                            seconds=s.seconds, iterations=0 if name == "random" else iterations))
+    inits = {"random": phi, **{a: r[0] for a, r in runs.items()}}
+    summary, per_task = evaluate_initializations(loss_fn, inits, probe_tasks(n_eval, seed=2**21 + seed), progress)
+    for r in summary:
+        r["iterations"] = 0 if r["init"] == "random" else iterations
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_csv(out / "manifolds_networks_curve.csv", pd.DataFrame(curve))
         artifacts.write_csv(out / "manifolds_networks_summary.csv", pd.DataFrame(summary))
-        torch.save({"random": phi, **{a: r[0] for a, r in runs.items()}}, out / "manifolds_networks_inits.pt")
+        artifacts.write_csv(out / "manifolds_networks_tasks.csv", pd.DataFrame(per_task))
+        torch.save(inits, out / "manifolds_networks_inits.pt")
     return curve, summary
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` over the tasks where both are finite and its 95% t half-width."""
+    d = a - b
+    return _ci(d)
+
+
+def evaluate_initializations(loss_fn: LossFn, inits: dict[str, Params], datas: Sequence[Batch],
+                             progress: bool = False) -> tuple[list[dict], list[dict]]:
+    """``D(phi, W_tau)^2`` of every initialization on the same tasks: summary rows ``{init, mean_sq,
+    ci95, certified, n, seconds, paired_vs_random, paired_vs_random_ci95, paired_vs_joint, ...}``
+    (paired differences over the same tasks: their spread is far smaller than the tasks' spread)
+    and per-task rows ``{init, task, sq}``."""
+    sums = {name: distance_summary(name, loss_fn, p, datas, progress=progress) for name, p in inits.items()}
+    summary, per_task = [], []
+    for name, s in sums.items():
+        row = dict(init=name, mean_sq=s.mean, ci95=s.ci95, certified=s.certified, n=s.n, seconds=s.seconds)
+        for ref in ("random", "joint"):
+            if ref in sums and ref != name:
+                row[f"paired_vs_{ref}"], row[f"paired_vs_{ref}_ci95"] = paired(s.sq, sums[ref].sq)
+        summary.append(row)
+        per_task += [dict(init=name, task=i, sq=v) for i, v in enumerate(s.sq)]
+    return summary, per_task
 
 
 def cnn_experiment(iterations: int = 500, n_tasks: int = 20, filters: int = 16, seed: int = 0, out_dir=None,
@@ -300,12 +323,15 @@ def cnn_experiment(iterations: int = 500, n_tasks: int = 20, filters: int = 16, 
     trained = MetaTrainer(loss_fn, phi, sampler, cfg).run(progress=progress).params
     datas = glyph_probe_tasks(test, n_tasks)
     out: dict = {"filters": filters, "iterations": iterations}
-    rows = []
+    rows, sq = [], {}
     for name, p in (("untrained", phi), ("reptile", trained)):
         s = distance_summary(name, loss_fn, p, datas, progress=progress, constraint="loss_level", level=level)
+        sq[name] = s.sq
         out[name] = dict(mean_sq=s.mean, ci95=s.ci95, certified=s.certified, n=s.n, seconds=s.seconds)
         rows.append(dict(init=name, **out[name], filters=filters, iterations=0 if name == "untrained" else iterations,
                          level=level))
+    out["paired"], out["paired_ci95"] = paired(sq["reptile"], sq["untrained"])
+    rows[1]["paired_vs_untrained"], rows[1]["paired_vs_untrained_ci95"] = out["paired"], out["paired_ci95"]
     if out_dir is not None:
         artifacts.write_csv(Path(out_dir) / "manifolds_cnn.csv", pd.DataFrame(rows))
     return out

@@ -21,7 +21,7 @@ unseen tasks' solution sets (``f(x_i) = y_i`` on 10 grid points; certified proje
 meta-training iterations, for Reptile, FOMAML, MAML and joint training from the same init with the
 same budget (1500 iterations, the blog's settings). That run takes tens of minutes on 2 cores: its
 numbers are kept in ``<out>/manifolds_networks_curve.csv`` and reused when present (delete the file
-to recompute); fast mode uses a 1-16-16-1 MLP, 2 algorithms, 20 iterations.
+to recompute); fast mode uses a 1-32-32-1 MLP, Reptile only, 20 iterations.
 
 Writes ``solution_manifolds.{png,pdf,csv}`` (the CSV holds every plotted point) and prints the
 distances of the final iterates to both minimizers.
@@ -50,7 +50,7 @@ START = (-2.5, 3.0)
 ALPHA, K, OUTER_LR = PLANE_ALPHA, 30, 0.1
 SETTINGS = {"full": dict(iterations=500, k=K), "fast": dict(iterations=20, k=5)}
 NETWORK = {"full": dict(iterations=1500, every=500, n_probe=4, n_eval=12),
-           "fast": dict(iterations=20, every=10, n_probe=1, n_eval=1, algorithms=("reptile", "joint"), hidden=(16, 16))}
+           "fast": dict(iterations=20, every=20, n_probe=1, n_eval=1, algorithms=("reptile",), hidden=(32, 32))}
 
 
 def tasks() -> list[LeastSquaresTask]:
