@@ -12,9 +12,15 @@ so that SGD on this objective is ``phi <- phi + eps (P_{W_tau}(phi) - phi)``, an
 This module gives:
 
 * :func:`solution_projection` / :func:`distance` -- exact for :class:`~reptile.tasks.LeastSquaresTask`
-  (``W_tau`` is the affine subspace ``pinv(A) y + null(A)``; closed-form projection), approximate
-  for any task with a ``LossFn`` (minimize the task loss from ``phi`` to convergence with L-BFGS or
-  full-batch gradient descent and take the end point; see the caveat there).
+  (``W_tau`` is the affine subspace ``pinv(A) y + null(A)``; closed-form projection), and for any
+  other task with a ``LossFn`` the certified projection :func:`certified_projection`: the
+  constrained problem ``min |theta - phi|^2`` s.t. ``f_theta(x_i) = y_i`` (or ``L(theta) <= level``
+  for classification), solved on the constraint manifold, returned with a :class:`Certificate`
+  (constraint violation, KKT residual). The end point of a descent of the task loss
+  (:func:`approximate_projection`, methods ``"lbfgs"``/``"gd"``) stays available by name; its
+  distance is only an upper bound (``Projection.upper_bound``); :func:`compare_with_lbfgs` puts the
+  two side by side, :func:`certify` certifies any point.
+* :func:`projections` / :func:`squared_distances` -- certified projections onto a list of tasks.
 * :func:`distance_objective` and :func:`distance_objective_gradient` -- (5.2) and its gradient over
   a list of tasks.
 * :func:`reptile_vs_projection` -- cosine and relative norm of ``phi~ - phi`` against
