@@ -11,7 +11,9 @@ repeats after warm-up; see ``benchmarks/common.py``):
   (``bench_avggradinner.py``);
 * ``memory``: time and peak memory of MAML, FOMAML and Reptile against k, MAML's slope per step
   (``bench_memory.py``);
-* ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present).
+* ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present);
+* ``manifolds``: the certified projection onto a sine task's solution set against the L-BFGS end
+  point, time and distance (``bench_manifolds.py``).
 
 Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
 ``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
