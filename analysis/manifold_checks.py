@@ -245,7 +245,7 @@ def _mlp_claims(cfg: dict, out_dir: Path, progress: bool) -> list[Claim]:
               best >= first + NET_RISE,
               f"{setting}; full-batch GD on those points, alpha = {NET_ALPHA}; mean cosine {curve}; best at k = "
               f"{best_k}; mean |phi~_k - P| / |phi - P| " + ", ".join(f"{e:.3f}" for e in mean.relative_error)
-              + f"; |phi~_k - phi| / |P - phi| " + ", ".join(f"{e:.3f}" for e in mean.relative_norm)
+              + "; |phi~_k - phi| / |P - phi| " + ", ".join(f"{e:.3f}" for e in mean.relative_norm)
               + " -- gradient descent converges to a fitting point that is not the projection"),
     ]
 

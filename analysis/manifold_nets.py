@@ -80,8 +80,8 @@ def _f64(phi: Params) -> Params:
 class DistanceSummary:
     """``D(phi, W_tau)^2`` over probe tasks: mean, 95% t-interval half-width, certified count.
 
-    ``sq`` holds every task's value (``nan`` where the projection was not certified);
-    ``lbfgs_sq`` the squared L-BFGS end-point distances when they were computed.
+    ``sq`` holds every task's value (``nan`` where the projection was not certified); ``seconds``
+    the wall time of all projections.
     """
 
     name: str

@@ -52,7 +52,7 @@ from reptile.models import MLP
 from reptile.losses import make_loss, params_of
 from reptile.tasks import SineTaskDistribution
 from reptile.train import MetaTrainer, TrainConfig
-from analysis.alignment import AlignmentCallback, gradient_alignment
+from analysis.alignment import AlignmentCallback
 
 torch.manual_seed(0)
 model = MLP((1, 32, 32, 1), "tanh")
