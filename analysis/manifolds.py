@@ -734,6 +734,11 @@ def solution_projection(task: object, phi: Params | Tensor, *, loss_fn: LossFn |
             ``"lbfgs"`` or ``"gd"`` (:func:`approximate_projection`: the end point of a descent of the
             task loss, whose distance is an upper bound on ``D(phi, W_tau)``; ``Projection.upper_bound``).
         **options: passed to :func:`certified_projection` or :func:`approximate_projection`.
+
+    A sine task's default examples are its 50-point grid, on which the fit constraints of the
+    1-64-64-1 MLP are numerically degenerate (``cond(J)`` ~1e12): the certified projection then
+    comes back not certified (``converged`` False, ``upper_bound`` True). Pass ``data=task.grid(10)``
+    (or the few-shot points) for a certifiable solution set.
     Raises:
         ValueError: unknown method; ``"exact"`` for a task that is not least squares; another
             method without ``loss_fn``.
