@@ -11,7 +11,9 @@ repeats after warm-up; see ``benchmarks/common.py``):
   (``bench_avggradinner.py``);
 * ``memory``: time and peak memory of MAML, FOMAML and Reptile against k, MAML's slope per step
   (``bench_memory.py``);
-* ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present).
+* ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present);
+* ``manifolds``: the certified projection onto a sine task's solution set against the L-BFGS end
+  point, time and distance (``bench_manifolds.py``).
 
 Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
 ``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
@@ -32,10 +34,10 @@ import torch
 if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_avggradinner, bench_memory, bench_meta  # noqa: E402
+from benchmarks import bench_avggradinner, bench_manifolds, bench_memory, bench_meta  # noqa: E402
 from benchmarks.common import fmt_table, machine  # noqa: E402
 
-SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp")
+SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
 HERE = Path(__file__).resolve().parent
 
 
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  MAML memory slope: {slopes['maml_peak_alloc_mib_per_step']:.2f} MiB per inner step (profiler peak), "
             f"{slopes['maml_rss_mib_per_step']:.2f} MiB per step (RSS high-water); "
             f"Reptile: {slopes['reptile_peak_alloc_mib_per_step']:.3f} / {slopes['reptile_rss_mib_per_step']:.3f}")
+    if "manifolds" in suites:
+        log("== certified projection onto a sine task's solution set vs the L-BFGS end point (bench_manifolds.py)")
+        rows += bench_manifolds.run(max(2, reps // 3), args.quick, log)
     if "hvp" in suites:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():

@@ -15,6 +15,14 @@ Two lines have ``|a| = 1``, three ``|a| = 0.5``. Shown:
 * Reptile's fixed point for k = 1, 2, 3, ... (:func:`analysis.manifolds.ls_reptile_fixed_point`):
   k = 1 is joint training, k -> infinity the distance minimizer.
 
+The second panel is the same question on a network (:mod:`analysis.manifold_nets`): the mean
+squared distance ``E D(phi, W_tau)^2`` from the sine MLP's parameters (1-64-64-1 tanh) to 4 fixed
+unseen tasks' solution sets (``f(x_i) = y_i`` on 10 grid points; certified projections) against
+meta-training iterations, for Reptile, FOMAML, MAML and joint training from the same init with the
+same budget (1500 iterations, the blog's settings). That run takes tens of minutes on 2 cores: its
+numbers are kept in ``<out>/manifolds_networks_curve.csv`` and reused when present (delete the file
+to recompute); fast mode uses a 1-32-32-1 MLP, Reptile only, 20 iterations.
+
 Writes ``solution_manifolds.{png,pdf,csv}`` (the CSV holds every plotted point) and prints the
 distances of the final iterates to both minimizers.
 
@@ -41,6 +49,8 @@ NAME = "solution_manifolds"
 START = (-2.5, 3.0)
 ALPHA, K, OUTER_LR = PLANE_ALPHA, 30, 0.1
 SETTINGS = {"full": dict(iterations=500, k=K), "fast": dict(iterations=20, k=5)}
+NETWORK = {"full": dict(iterations=1500, every=500, n_probe=4, n_eval=12),
+           "fast": dict(iterations=20, every=20, n_probe=1, n_eval=1, algorithms=("reptile",), hidden=(32, 32))}
 
 
 def tasks() -> list[LeastSquaresTask]:
@@ -100,9 +110,36 @@ def run(fast: bool) -> tuple[pd.DataFrame, dict[str, float]]:
     return pd.DataFrame(rows), summary
 
 
-def plot(df: pd.DataFrame, s: dict, fast: bool, out: str | Path | None) -> list[Path]:
-    fig, axes = style.figure(width=style.COLUMN * 1.35, height=style.COLUMN * 1.25)
+def network_curve(fast: bool, out: str | Path | None) -> pd.DataFrame:
+    """The network panel's numbers: ``algorithm, iteration, mean_sq, mean, certified`` rows
+    (reused from ``<out>/manifolds_networks_curve.csv`` in full mode when present)."""
+    from analysis.manifold_nets import run_network_experiment
+    out = Path(out) if out is not None else style.DEFAULT_OUT
+    cached = out / "manifolds_networks_curve.csv"
+    if not fast and cached.exists():
+        return pd.read_csv(cached)
+    curve, _ = run_network_experiment(**NETWORK["fast" if fast else "full"], out_dir=None if fast else out)
+    return pd.DataFrame(curve)
+
+
+def plot_network(ax, curve: pd.DataFrame) -> None:
+    for alg, g in curve.groupby("algorithm", sort=False):
+        g = g.sort_values("iteration")
+        ax.plot(g.iteration, g.mean_sq, marker="o", markersize=2.5, linewidth=1.0, color=style.color(alg),
+                label=style.label(alg))
+    ax.set_xlabel("meta-training iteration")
+    ax.set_ylabel(r"mean $D(\phi, W_\tau)^2$ over probe tasks")
+    ax.set_title("sine MLP: distance to unseen tasks' solution sets")
+    ax.legend(fontsize=6.5)
+
+
+def plot(df: pd.DataFrame, s: dict, fast: bool, out: str | Path | None, curve: pd.DataFrame | None = None) -> list[Path]:
+    ncols = 1 if curve is None else 2
+    fig, axes = style.figure(ncols=ncols, width=style.COLUMN * 1.35 * ncols, height=style.COLUMN * 1.25)
     ax = axes[0][0]
+    if curve is not None:
+        plot_network(axes[0][1], curve)
+        df = pd.concat([df, curve.assign(kind="network", label=curve.algorithm)], ignore_index=True)
     lo, hi = -3.2, 3.6
     xs = np.linspace(lo, hi, 2)
     lines = df[df.kind == "line"]
@@ -157,7 +194,8 @@ def main(fast: bool = False, out: str | Path | None = None) -> list[Path]:
     df, summary = run(fast)
     for k, v in summary.items():
         print(f"{k}: {v:.4f}")
-    paths = plot(df, summary, fast, out)
+    curve = network_curve(fast, out)
+    paths = plot(df, summary, fast, out, curve)
     pd.Series(summary).rename("value").to_csv(Path(paths[2]).with_name(f"{NAME}_summary.csv"), header=True)
     return paths + [Path(paths[2]).with_name(f"{NAME}_summary.csv")]
 
