@@ -19,6 +19,7 @@ Files written to ``out_dir``: ``taylor_sweep.csv``, ``taylor_slopes.csv``,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,164 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     artifacts.save_figure(plots.residual_figure(sweep[sweep.task == 0]), out_dir / "taylor_residuals.png")
     artifacts.save_figure(plots.breakdown_figure(brk, THRESHOLD), out_dir / "taylor_breakdown.png")
     return claims
+
+
+# -- generic claims on any Problem (``reptile verify --problem``; the embedded sine MLP uses them too) --
+DENSE_MAX = 2000          # parameters up to which the HVP is checked against a dense Hessian
+FLOOR_FACTOR = 10.0       # rounding floor of a k-step meta-gradient: FLOOR_FACTOR * k * eps * |g|
+FIT_ABOVE_FLOOR = 10.0    # residuals fitted only where they exceed this many rounding floors
+#: the measured alpha k at 10 % error may differ from the prediction of the second-order term by
+#: this factor: the prediction ignores the alpha^3 and higher terms (measured ratios 0.99..1.06 on
+#: the sine MLP, 13 alphas per task); a leading-order error that is not the second-order term
+#: (e.g. MAML computed as FOMAML: error ~ alpha, not alpha^2) is off by far more
+BREAK_FACTOR = 1.5
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps)
+
+
+def hvp_claims_for(prob, label: str, seed: int = 7) -> list[Claim]:
+    """Both HVP methods against a dense Hessian (classic ``torch.autograd.functional.hessian``,
+    independent of ``torch.func``) when the model has <= :data:`DENSE_MAX` parameters, else
+    against central finite differences of gradients (two step sizes, to size the FD error)."""
+    x, y = prob.sampler(1, prob.batch_size)(np.random.default_rng([seed, 0]))
+    batch = (x[0], y[0])
+    f, phi = prob.loss_fn, prob.phi
+    eps = _eps(prob.dtype)
+    flat = tree.flatten(phi)
+    gen = torch.Generator().manual_seed(seed)
+    vs = [tree.unflatten(torch.randn(flat.shape, generator=gen, dtype=torch.float64).to(flat), phi) for _ in range(3)]
+    claims = []
+    if flat.numel() <= DENSE_MAX:
+        dense = torch.autograd.functional.hessian(lambda w: f(tree.unflatten(w, phi), batch).reshape(()), flat)
+        scale = float(dense.abs().max())
+        tol = 1e-10 * max(scale, 1.0) if prob.dtype == torch.float64 else 1e3 * eps * max(scale, 1.0)
+        for method in METHODS:
+            err = max(float((tree.flatten(hvp(f, phi, batch, v, method)) - dense @ tree.flatten(v)).abs().max())
+                      for v in vs)
+            claims.append(Claim(f"HVP {method} = dense Hessian ({label})", err, f"max abs error <= {tol:.2g}",
+                                err <= tol, f"{flat.numel()} params, {prob.dtype}, 3 random v; reference "
+                                f"torch.autograd.functional.hessian (largest entry {scale:.3g}); tolerance "
+                                f"{'1e-10 (float64 products are exact to ~1e-14)' if prob.dtype == torch.float64 else '1000 eps'}"
+                                f" x max(1, largest entry)"))
+        return claims
+    g = torch.func.grad(lambda p: f(p, batch).reshape(()))
+    pnorm = max(float(tree.norm(phi)) / flat.numel() ** 0.5, 1e-3)
+    h = eps ** (1 / 3) * pnorm          # balances truncation (h^2) and rounding (eps / h)
+    for method in METHODS:
+        worst, fd_err = 0.0, 0.0
+        for v in vs:
+            hv = hvp(f, phi, batch, v, method)
+            fd = [tree.scale(tree.sub(g(tree.add(phi, v, s)), g(tree.add(phi, v, -s))), 1 / (2 * s)) for s in (h, h / 2)]
+            ref = float(tree.norm(fd[1]))
+            fd_err = max(fd_err, float(tree.norm(tree.sub(fd[0], fd[1]))) / ref)
+            worst = max(worst, float(tree.norm(tree.sub(hv, fd[1]))) / ref)
+        # the FD error is sized by comparing steps h and h/2; allow 10x that plus 100 eps**(2/3)
+        tol = 10 * fd_err + 100 * eps ** (2 / 3)
+        claims.append(Claim(f"HVP {method} = finite differences of gradients ({label})", worst,
+                            f"relative error <= {tol:.2g}", worst <= tol,
+                            f"{flat.numel()} params (> {DENSE_MAX}: no dense Hessian), {prob.dtype}; central "
+                            f"differences of torch.func.grad at steps h = {h:.2g} and h/2 along 3 random v; their "
+                            f"disagreement {fd_err:.2g} sizes the finite-difference error; tolerance 10x that + 100 eps^(2/3)"))
+    return claims
+
+
+def sweep_tasks(prob, alphas: np.ndarray, ks: Sequence[int], orders: Sequence[int], n_tasks: int, seed: int,
+                pb=None) -> pd.DataFrame:
+    """:func:`analysis.taylor.alpha_sweep` on ``n_tasks`` tasks (``default_rng([seed, t])``), with a
+    ``task`` column and the rounding ``floor`` (:data:`FLOOR_FACTOR` k eps |measured|) per row."""
+    eps = _eps(prob.dtype)
+    out = []
+    for t in range(n_tasks):
+        batches = prob.sampler(max(ks), prob.batch_size)(np.random.default_rng([seed, t]))
+        df = taylor.alpha_sweep(prob.loss_fn, prob.phi, batches, alphas, ks=ks, orders=orders,
+                                callback=(lambda: pb.update(1)) if pb is not None else None)
+        out.append(df.assign(task=t, floor=FLOOR_FACTOR * df.k * eps * df.measured_norm))
+    return pd.concat(out, ignore_index=True)
+
+
+def fit_above_floor(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Slopes per (task, k, algorithm, order) fitted on the alphas whose residual exceeds
+    :data:`FIT_ABOVE_FLOOR` rounding floors; ``bend`` is the largest alpha left out (NaN if none)."""
+    rows = []
+    for (t, k, name, order), g in sweep.groupby(["task", "k", "algorithm", "order"]):
+        keep = g.residual > FIT_ABOVE_FLOOR * g.floor
+        slope, se = taylor.fit_slope(g.alpha[keep], g.residual[keep]) if keep.sum() >= 2 else (float("nan"),) * 2
+        out = g.alpha[~keep]
+        rows.append(dict(task=t, k=k, algorithm=name, order=order, slope=slope, slope_se=se, points=int(keep.sum()),
+                         bend=float(out.max()) if len(out) else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def slope_claims_for(label: str, fits: pd.DataFrame, detail: str) -> list[Claim]:
+    """One claim per (order, algorithm): every fitted slope within :data:`SLOPE_BANDS`."""
+    claims = []
+    for order, (lo, hi) in SLOPE_BANDS.items():
+        for name in taylor.ALGORITHMS:
+            s = fits[(fits.order == order) & (fits.algorithm == name)]
+            if s.empty:
+                continue
+            ok = bool(((s.slope >= lo) & (s.slope <= hi)).all())
+            per_k = ", ".join(f"k={k}: {g.slope.min():.3f}" + (f"..{g.slope.max():.3f}" if len(g) > 1 else "")
+                              for k, g in s.groupby("k"))
+            bends = s.bend.dropna()
+            bend = (f"; {len(bends)} fit(s) left out points below the rounding floor (largest alpha left out "
+                    f"{bends.max():.2g})") if len(bends) else ""
+            what = "leading-order" if order == 1 else "second-order"
+            claims.append(Claim(f"{what} residual ~ alpha^{order + 1} ({plots.NAMES[name]}, {label})", per_k,
+                                f"slope {order + 1} (in [{lo}, {hi}])", ok, detail + bend))
+    return claims
+
+
+def breakdown_claim_for(prob, label: str, n_alphas: int, ks: Sequence[int], n_tasks: int, seed: int,
+                        threshold: float = THRESHOLD, pb=None) -> tuple[Claim, pd.DataFrame]:
+    """Where the leading order breaks down, measured against a prediction from the second-order term.
+
+    Per task, k and algorithm: predicted alpha* solves ``alpha^2 |c2| = threshold |c0 + alpha c1 +
+    alpha^2 c2|`` with ``c_n`` the alpha^n coefficients of the expansion (:func:`analysis.taylor.expand`,
+    order 2); measured alpha* = the alpha at which |measured - leading| / |measured| first passes
+    ``threshold`` (:func:`analysis.taylor.breakdown`) on ``n_alphas`` alphas from 1/10 to 3 times
+    the task's predictions. Holds if every ratio measured/predicted is within :data:`BREAK_FACTOR`.
+    """
+    rows = []
+    for t in range(n_tasks):
+        batches = prob.sampler(max(ks), prob.batch_size)(np.random.default_rng([seed, t]))
+        preds = {}
+        for k in ks:
+            exp = taylor.expand(prob.loss_fn, prob.phi, (batches[0][:k], batches[1][:k]), 2)
+            for name in taylor.ALGORITHMS:
+                c = [tree.flatten(p).double() for p in exp.coefficients(name)]
+                n0, n2 = float(c[0].norm()), float(c[2].norm())
+                grid = np.geomspace(1e-4, 1e2, 3000) * np.sqrt(n0 / max(n2, 1e-300))
+                err = np.array([float((a * a * c[2]).norm() / (c[0] + a * c[1] + a * a * c[2]).norm()) for a in grid])
+                above = np.nonzero(err > threshold)[0]
+                preds[(k, name)] = float(grid[above[0]]) if above.size else float("nan")
+        finite = [v for v in preds.values() if np.isfinite(v)]
+        alphas = np.geomspace(min(finite) / 10, max(finite) * 3, n_alphas)
+        sw = taylor.alpha_sweep(prob.loss_fn, prob.phi, batches, alphas, ks=ks, orders=(1,),
+                                callback=(lambda: pb.update(1)) if pb is not None else None)
+        meas = taylor.breakdown(sw, threshold)
+        for (k, name), pred in preds.items():
+            m = meas[(meas.k == k) & (meas.algorithm == name)].iloc[0]
+            rows.append(dict(task=t, k=k, algorithm=name, measured=float(m.alpha), status=m.status, predicted=pred,
+                             ratio=float(m.alpha) / pred if m.status == "crossed" else float("nan"),
+                             alpha_lo=alphas[0], alpha_hi=alphas[-1]))
+    df = pd.DataFrame(rows)
+    # a leading order that is exact (c2 = 0, e.g. least squares FOMAML/Reptile with k = 2) never
+    # breaks down: predicted NaN and "not reached" agree
+    exact = df.predicted.isna() & (df.status == "not reached")
+    agree = exact | ((df.status == "crossed") & (df.ratio >= 1 / BREAK_FACTOR) & (df.ratio <= BREAK_FACTOR))
+    ok = bool(agree.all())
+    parts = [f"{plots.NAMES[n]} {g.measured.mul(g.k).median():.3g} vs {g.predicted.mul(g.k).median():.3g}"
+             for n, g in df.groupby("algorithm", sort=False)]
+    claim = Claim(f"Leading order breaks down where the second-order term predicts ({label})",
+                  "alpha*k at 10% error, measured vs predicted (median): " + "; ".join(parts),
+                  f"measured / predicted within [{1 / BREAK_FACTOR:g}, {BREAK_FACTOR:g}]", ok,
+                  f"{n_tasks} task(s), k in {list(ks)}; measured: first alpha where |measured - leading| / |measured| "
+                  f"> {threshold:.0%} (log-interpolated on {n_alphas} alphas from 1/10 to 3x the task's predictions); "
+                  f"predicted: alpha^2 |c2| / |c0 + alpha c1 + alpha^2 c2| = {threshold:.0%} from the expansion's "
+                  f"coefficients; ratios {df.ratio.min():.2f}..{df.ratio.max():.2f}; statuses "
+                  f"{df.status.value_counts().to_dict()} ({int(exact.sum())} exact: no alpha^2 term, never reached). A model whose leading-order error is not the second-order "
+                  f"term (a wrong MAML/FOMAML/Reptile, or a non-smooth model) fails it")
+    return claim, df
