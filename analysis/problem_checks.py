@@ -122,11 +122,13 @@ def problem_checks(prob: Problem, mode: str, out_dir: Path, progress: bool = Fal
     claims: list[Claim] = []
     scale = measure_scale(prob.loss_fn, prob.phi, prob.sampler(2, prob.batch_size))
     k = cfg["coef_k"]
-    s_alphas = slope_alphas(scale, max(cfg["slope_ks"]), cfg["slope_points"])
+    s_alphas = slope_alphas(scale, max(cfg["slope_ks"]), cfg["slope_points"] + (prob.dtype != torch.float64),
+                            prob.dtype)
     c_alpha = coefficient_alpha(scale, k)
     note = f" (= 0.02 / (k lambda), lambda = {scale.lam:.3g})"
     claims.append(scale_claim(prob, label, scale, {
-        "slope fits": f"alpha {s_alphas[0]:.2g}..{s_alphas[-1]:.2g} (alpha k lambda 0.001..0.1)",
+        "slope fits": f"alpha {s_alphas[0]:.2g}..{s_alphas[-1]:.2g} (alpha k lambda "
+                      f"{s_alphas[0] * max(cfg['slope_ks']) * scale.lam:.2g}..{s_alphas[-1] * max(cfg['slope_ks']) * scale.lam:.2g})",
         "coefficients": f"alpha {c_alpha:.3g} (alpha k lambda = 0.02)",
         "alignment runs": f"inner step {ALIGN_LR_RHO / scale.lam:.3g} (alpha lambda = {ALIGN_LR_RHO})"}))
     claims += _guard("HVP checks", label, lambda: hvp_claims_for(prob, label))
@@ -138,7 +140,9 @@ def problem_checks(prob: Problem, mode: str, out_dir: Path, progress: bool = Fal
         artifacts.write_csv(out_dir / f"{slug}_taylor_sweep.csv", sw)
         return slope_claims_for(label, fits, f"{prob.name}, {prob.dtype}, b={prob.batch_size}, {cfg['slope_tasks']} "
                                 f"task(s), {len(s_alphas)} alphas {s_alphas[0]:.2g}..{s_alphas[-1]:.2g} from the "
-                                f"problem's scale; fitted where the residual exceeds 10 rounding floors (10 k eps |g|)")
+                                f"problem's scale; fitted where the residual exceeds 10 rounding floors (2 k eps |g|"
+                                + (", or 10x the difference of the predictions computed with fwd-rev and rev-rev HVPs)"
+                                   if prob.dtype != torch.float64 else ")"))
 
     claims += _guard("Taylor slopes", label, slopes)
 

@@ -32,6 +32,7 @@ from .hessian import HVPOperator
 
 SLOPE_TOP = 0.1        # alpha k lambda at the largest alpha of a slope fit
 SLOPE_DECADES = 2.0    # span of the slope fit
+SLOPE_TOP_LOW_PRECISION, SLOPE_DECADES_LOW_PRECISION = 0.3, 1.5   # float32
 COEF_RHO = 0.02        # alpha k lambda of the coefficient claims
 BREAK_RANGE = (1e-3, 3.0)
 
@@ -93,10 +94,16 @@ def measure_scale(loss_fn: LossFn, phi: Params, sample_batches, n_batches: int =
     return Scale(float(np.median(lams)), float(max(lams)), float(np.median(norms)), n_batches)
 
 
-def slope_alphas(scale: Scale, k_max: int, n: int) -> np.ndarray:
-    """n alphas for the residual slope fits: ``alpha k_max lambda`` from 0.1 down over two decades."""
-    top = SLOPE_TOP / (k_max * scale.lam)
-    return np.geomspace(top * 10 ** -SLOPE_DECADES, top, n)
+def slope_alphas(scale: Scale, k_max: int, n: int, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """n alphas for the residual slope fits: ``alpha k_max lambda`` from 0.1 down over two decades
+    (float64); in float32, from 0.3 down over 1.5 decades (float32 rounding, ~1e-7 |g|, swamps the
+    second-order residual, ~(alpha k lambda)^3 |g|, below alpha k lambda ~ 0.03)."""
+    if dtype == torch.float64:
+        top, decades = SLOPE_TOP, SLOPE_DECADES
+    else:
+        top, decades = SLOPE_TOP_LOW_PRECISION, SLOPE_DECADES_LOW_PRECISION
+    top = top / (k_max * scale.lam)
+    return np.geomspace(top * 10 ** -decades, top, n)
 
 
 def coefficient_alpha(scale: Scale, k: int) -> float:
