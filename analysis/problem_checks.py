@@ -38,9 +38,9 @@ CONFIG = {
     "quick": dict(slope_ks=(2,), slope_tasks=1, slope_points=4, break_tasks=1, break_points=9, coef_k=2, n_alg=64,
                   n_reg=64, k_reg=4, exch_n=64, align_seeds=3, align_iters=40, align_probe=4),
     "default": dict(slope_ks=(2, 3), slope_tasks=2, slope_points=5, break_tasks=2, break_points=11, coef_k=2,
-                    n_alg=400, n_reg=400, k_reg=4, exch_n=400, align_seeds=3, align_iters=150, align_probe=6),
+                    n_alg=400, n_reg=400, k_reg=4, exch_n=400, align_seeds=3, align_iters=600, align_probe=6),
     "full": dict(slope_ks=(2, 3, 4), slope_tasks=4, slope_points=7, break_tasks=4, break_points=15, coef_k=3,
-                 n_alg=2000, n_reg=2000, k_reg=4, exch_n=2000, align_seeds=5, align_iters=500, align_probe=10),
+                 n_alg=2000, n_reg=2000, k_reg=4, exch_n=2000, align_seeds=5, align_iters=2000, align_probe=10),
 }
 ALIGN_K = 5          # inner steps of the alignment runs (the blog's sine setting)
 ALIGN_LR_RHO = 0.5   # their inner step size, alpha lambda = 0.5 (the blog's sine run: 0.02 x ~30)
