@@ -96,6 +96,21 @@ def test_float32_problem_fits_slopes_above_the_rounding_floor(tmp_path):
     assert all(c.holds for c in second) and any("rounding" in c.skipped for c in second)
 
 
+def test_hvp_against_finite_differences_above_the_dense_limit(monkeypatch):
+    prob = load_problem(SPEC, {"width": 6})
+    monkeypatch.setattr(taylor_checks, "DENSE_MAX", 10)       # as if the model were too big for a dense Hessian
+    claims = taylor_checks.hvp_claims_for(prob, "fd")
+    assert [c.name for c in claims] == ["HVP fwd-rev = finite differences of gradients (fd)",
+                                        "HVP rev-rev = finite differences of gradients (fd)"]
+    assert all(c.holds for c in claims), [(c.measured, c.prediction) for c in claims]
+    # and the check has teeth: an HVP that is off by 1e-4 relative fails it
+    import analysis.hessian
+    real = taylor_checks.hvp
+    monkeypatch.setattr(taylor_checks, "hvp", lambda *a, **k: {n: v * (1 + 1e-4) for n, v in real(*a, **k).items()})
+    assert not any(c.holds for c in taylor_checks.hvp_claims_for(prob, "fd"))
+    assert analysis.hessian.hvp is real
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_problem(tmp_path):
     prob = load_problem(SPEC, {"width": 6}, device="cuda")
