@@ -13,7 +13,9 @@ Claims:
   iterations per run in default mode: differences +0.145, +0.080, +0.117 on seeds 0, 1, 2);
 * ``full``: Reptile's within-task cosine ends above its initial value while joint training's does
   not (the rise needs more than a few hundred iterations: with 400, Reptile first dips below its
-  start on 2 of 3 seeds), and FOMAML and MAML end above joint training.
+  start on 2 of 3 seeds; with 1500, measured 0.213 -> 0.648, 0.081 -> 0.533, 0.177 -> 0.580 for
+  Reptile and 0.213 -> 0.036, 0.081 -> 0.020, 0.177 -> 0.121 for joint training), and FOMAML and
+  MAML end above joint training.
 
 Files: ``alignment_seeds.csv`` (seed, algorithm, start, end of the within-task cosine).
 """
@@ -33,7 +35,7 @@ from .progress import bar
 CONFIG = {
     "quick": dict(algorithms=("reptile", "joint"), iterations=200, n_probe=4, seeds=3),
     "default": dict(algorithms=("reptile", "joint"), iterations=400, n_probe=6, seeds=3),
-    "full": dict(algorithms=ALGORITHMS, iterations=3000, n_probe=10, seeds=3),
+    "full": dict(algorithms=ALGORITHMS, iterations=1500, n_probe=10, seeds=3),
 }
 
 
