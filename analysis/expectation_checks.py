@@ -42,7 +42,7 @@ CONFIG = {
     "quick": dict(ls=[(2, 600), (3, 600)], ls_coef=[(2, 1500)], sine_coef=[(2, 150)], sine_exch=200),
     "default": dict(ls=[(2, 2000), (3, 2000)], ls_coef=[(2, 8000), (3, 7000)], sine_coef=[(2, 500)], sine_exch=600),
     "full": dict(ls=[(2, 16000), (3, 16000), (5, 8000)], ls_coef=[(2, 20000), (3, 20000), (5, 20000)],
-                 sine_coef=[(2, 2000), (3, 2000)], sine_coef_b10=[(2, 24000)], sine_exch=3000),
+                 sine_coef=[(2, 2000), (3, 2000)], sine_coef_b10=[(2, 8000)], sine_exch=3000),
 }
 LS_BATCH, SINE_BATCH = 5, 10
 # The sine coefficient tests use minibatches of the whole 50-point grid: at b = 10 the choice of
@@ -50,8 +50,9 @@ LS_BATCH, SINE_BATCH = 5, 10
 # 10 % detectable error needs ~100x fewer draws (b = 10 runs in --full, with its power stated).
 # What b = 50 gives up: the minibatches of a task coincide, so Hbar_i gbar_j = Hbar_j gbar_i and
 # the orientation of the pairs (exchangeability) is not exercised; the exchangeability claim
-# runs at b = 10. Measured at b = 10 with 8,000 draws per estimate: detectable errors 9.7-17.4 %
-# (28 s of CPU); --full uses 24,000 (~(17.4 / 10)^2 x 8,000), expected to reach ~10 %.
+# runs at b = 10. --full adds b = 10 with 8,000 draws per estimate: detectable errors 9.7-17.4 %
+# (28 s of CPU, ~2 GB for the [n, 4353] per-draw tensors); 10 % would need ~24,000 draws (~6 GB
+# as stored now: the estimates keep every draw's vector).
 SINE_COEF_BATCH = 50
 K_REG = 4   # minibatches per draw for the AvgGrad/AvgGradInner estimates (more pairs, less noise)
 # The least-squares closed-form runs (sample-by-sample meta-gradients against numpy) use these
