@@ -11,7 +11,11 @@ import torch
 from reptile.paths import check_output_dir
 
 from .problems import ProblemError, load_problem, parse_problem_arg, read_problem_args
-from .verify import DEFAULT_OUT, format_table, module_exists, provider_names, run_verify
+
+# analysis.verify is imported in run(), not here: it imports every provider (matplotlib, scipy, ...),
+# and every ``reptile`` command builds this parser. Same value as analysis.verify.DEFAULT_OUT.
+DEFAULT_OUT = Path("reports/verify")
+PROVIDER_HELP = "analysis.taylor_checks, analysis.expectation_checks, ... (the names in the report's timing table)"
 
 DESCRIPTION = """\
 Check the Reptile paper's Taylor-series analysis (section 5.1) on embedded problems: the sine-wave
@@ -70,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch intra-op threads (default 1: the checks use small tensors, where more threads "
                         "mostly add synchronization; on a loaded 2-core machine 2 threads cost 3-10x more CPU)")
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this check provider (repeatable): " + ", ".join(provider_names()))
+                   help="run only this check provider (repeatable): " + PROVIDER_HELP)
     p.add_argument("--problem", action=_ProblemAction, metavar="MODULE:FACTORY", dest="problems", default=None,
                    help="run the claims on your problem: a function returning analysis.problems.Problem "
                         "(repeatable; the embedded problems are then skipped unless --only names them)")
@@ -87,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run verify with parsed ``args``; print the table; return 0 if every claim holds, else 1."""
+    from .verify import format_table, module_exists, provider_names, run_verify
+
     mode = "quick" if getattr(args, "quick", False) else "full" if getattr(args, "full", False) else "default"
     threads = getattr(args, "threads", 1)
     if threads is not None:

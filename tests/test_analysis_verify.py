@@ -89,6 +89,10 @@ def test_cli_exit_codes_and_table(tmp_path, providers, capsys):
     assert not defaults.quick and not defaults.full and str(defaults.out) == "reports/verify"
 
 
+def test_cli_default_out_matches_verify():
+    assert cli.DEFAULT_OUT == verify.DEFAULT_OUT
+
+
 def test_default_provider_list_is_imported_functions():
     assert verify.PROVIDERS[:2] == [taylor_checks.checks, expectation_checks.checks]
     assert verify.provider_names()[:2] == ["analysis.taylor_checks", "analysis.expectation_checks"]
