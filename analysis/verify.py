@@ -28,7 +28,8 @@ import torch
 
 from reptile.paths import check_output_dir
 
-from . import alignment_seed_checks, artifacts, expectation_checks, fewshot_checks, manifold_checks, taylor_checks
+from . import (alignment_seed_checks, artifacts, expectation_checks, fewshot_checks, fixed_point_checks,
+               manifold_checks, taylor_checks)
 from .claims import Claim, check_mode
 from .problems import Problem
 
@@ -39,6 +40,7 @@ PROVIDERS: list[Provider] = [
     taylor_checks.checks,
     expectation_checks.checks,
     manifold_checks.checks,
+    fixed_point_checks.checks,      # Reptile's fixed point where inner steps are not projections
     alignment_seed_checks.checks,   # the alignment_checks experiment over >= 3 seeds
     fewshot_checks.checks,
 ]
