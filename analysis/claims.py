@@ -1,8 +1,10 @@
 """The unit of ``reptile verify``: a :class:`Claim` of the paper, what was measured, and whether it holds.
 
-A check provider is a module exposing ``checks(mode: str, out_dir: pathlib.Path, progress: bool)
--> list[Claim]`` (``mode`` one of :data:`MODES`); it may also write CSV and PNG files into
-``out_dir`` (with :mod:`analysis.artifacts`, so a crash never leaves a half-written file).
+A check provider is a function ``checks(mode: str, out_dir: pathlib.Path, progress: bool)
+-> list[Claim]`` (``mode`` one of :data:`MODES`; :data:`analysis.verify.PROVIDERS` lists them); it
+may also write CSV and PNG files into ``out_dir`` (with :mod:`analysis.artifacts`, so a crash never
+leaves a half-written file). A claim that does not apply (e.g. one that needs a closed form the
+problem lacks) is returned as :meth:`Claim.skip`, with the reason: it neither holds nor fails.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ class Claim:
         prediction: what the paper (or the derivation) predicts, as text.
         holds: whether the measurement agrees with the prediction by the stated criterion.
         detail: the criterion, tolerances and anything needed to reproduce the figure.
+        skipped: non-empty when the claim was not checked: the reason (``holds`` is then True,
+            so a skip never fails a run; :attr:`status` is ``"skipped"``).
     """
 
     name: str
@@ -29,6 +33,17 @@ class Claim:
     prediction: str
     holds: bool
     detail: str = ""
+    skipped: str = ""
+
+    @classmethod
+    def skip(cls, name: str, reason: str) -> "Claim":
+        """A claim that does not apply, with the reason (printed in the table and the report)."""
+        return cls(name, "skipped", "-", True, reason, reason)
+
+    @property
+    def status(self) -> str:
+        """``"holds"``, ``"FAILS"`` or ``"skipped"``."""
+        return "skipped" if self.skipped else "holds" if self.holds else "FAILS"
 
     def measured_text(self, digits: int = 4) -> str:
         """``measured`` formatted for a table (numbers with ``digits`` significant digits)."""

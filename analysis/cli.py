@@ -10,14 +10,54 @@ from reptile.cli.argtypes import add_threads_flag
 from reptile.paths import check_output_dir
 from reptile.threads import apply_threads
 
-DEFAULT_OUT = Path("reports/verify")  # = analysis.verify.DEFAULT_OUT; kept here so `reptile --help` needs no torch
+# analysis.verify, analysis.problems and torch are imported when used, not here: every ``reptile``
+# command builds this parser, and `reptile --help` must not import torch. Same value as analysis.verify.DEFAULT_OUT.
+DEFAULT_OUT = Path("reports/verify")
+PROVIDER_HELP = "analysis.taylor_checks, analysis.expectation_checks, ... (the names in the report's timing table)"
 
 DESCRIPTION = """\
 Check the Reptile paper's Taylor-series analysis (section 5.1) on embedded problems: the sine-wave
 MLP 1-64-64-1 tanh and a least-squares family, in float64. Prints each claim with the measured
 figure, the prediction and whether it holds; writes a report folder (markdown, CSV, PNG); exits
-with status 1 naming the claims that fail. Default mode takes under 3 minutes on 2 CPU cores,
---quick under 30 seconds."""
+with status 1 naming the claims that fail. Default mode takes under a minute on 2 CPU cores,
+--quick under 30 seconds.
+
+--problem package.module:factory runs every claim that applies on your own model instead
+(repeatable; see analysis.problems for the Problem protocol): HVPs, residual slopes, the
+breakdown point, the AvgGrad/AvgGradInner coefficients, exchangeability and gradient alignment,
+with step sizes from the problem's own scale; claims that need a closed form are skipped with
+the reason. Arguments for the factory: --problem-arg key=value (value read as JSON when it
+parses) and --problem-args FILE (.json or .toml), each applying to the --problem before it."""
+
+DTYPES = ("float64", "float32")  # names of torch dtypes; resolved in run()
+
+
+class _ProblemAction(argparse.Action):
+    """``--problem SPEC`` appends ``[SPEC, {}]`` to ``args.problems``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, "problems", None) or [])
+        items.append([values, {}])
+        namespace.problems = items
+
+
+class _ProblemArgAction(argparse.Action):
+    """``--problem-arg key=value`` / ``--problem-args FILE``: arguments of the last ``--problem``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .problems import ProblemError, parse_problem_arg, read_problem_args
+
+        items = getattr(namespace, "problems", None)
+        if not items:
+            parser.error(f"{option_string} must follow a --problem package.module:factory")
+        try:
+            if option_string == "--problem-args":
+                items[-1][1].update(read_problem_args(values))
+            else:
+                key, value = parse_problem_arg(values)
+                items[-1][1][key] = value
+        except ProblemError as e:
+            parser.error(str(e))
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,23 +71,51 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_threads_flag(p)
-    p.add_argument("--only", action="append", metavar="MODULE",
-                   help="run only this check provider (repeatable), e.g. analysis.taylor_checks")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this check provider (repeatable): " + PROVIDER_HELP)
+    p.add_argument("--problem", action=_ProblemAction, metavar="MODULE:FACTORY", dest="problems", default=None,
+                   help="run the claims on your problem: a function returning analysis.problems.Problem "
+                        "(repeatable; the embedded problems are then skipped unless --only names them)")
+    p.add_argument("--problem-arg", action=_ProblemArgAction, metavar="KEY=VALUE", dest="problems",
+                   help="keyword argument for the preceding --problem's factory (repeatable)")
+    p.add_argument("--problem-args", action=_ProblemArgAction, metavar="FILE", dest="problems",
+                   help="keyword arguments for the preceding --problem's factory from a .json or .toml file")
+    p.add_argument("--device", default="cpu", help="device for --problem runs (cpu, cuda, cuda:1; default cpu)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
+                   help="dtype for --problem runs (default float64; float32 fits slopes above its rounding floor)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run verify with parsed ``args``; print the table; return 0 if every claim holds, else 1."""
-    from .verify import PROVIDERS, format_table, module_exists, run_verify
+    from .verify import format_table, module_exists, provider_names, run_verify
 
     mode = "quick" if getattr(args, "quick", False) else "full" if getattr(args, "full", False) else "default"
+    import torch
+
+    from .problems import ProblemError, load_problem
+
     apply_threads(getattr(args, "threads", None))
-    unknown = [m for m in (getattr(args, "only", None) or []) if not module_exists(m)]
+    unknown = [m for m in (getattr(args, "only", None) or []) if m not in provider_names() and not module_exists(m)]
     if unknown:
         print(f"reptile verify: error: --only {unknown[0]!r} is not an importable module; the check "
-              f"providers are {', '.join(PROVIDERS)}", file=sys.stderr)
+              f"providers are {', '.join(provider_names())}", file=sys.stderr)
         return 2
+    problems = []
+    device = getattr(args, "device", "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        print(f"reptile verify: error: --device {device!r} is not available here ({str(e).splitlines()[0]})",
+              file=sys.stderr)
+        return 2
+    for spec, kwargs in getattr(args, "problems", None) or []:
+        try:
+            problems.append(load_problem(spec, kwargs, device=device, dtype=getattr(torch, getattr(args, "dtype", "float64"))))
+        except ProblemError as e:
+            print(f"reptile verify: error: {e}", file=sys.stderr)
+            return 2
     try:
         check_output_dir(getattr(args, "out", DEFAULT_OUT))
     except ValueError as e:
@@ -55,14 +123,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         result = run_verify(mode, getattr(args, "out", DEFAULT_OUT), progress=not getattr(args, "no_progress", False),
-                            providers=getattr(args, "only", None))
+                            providers=getattr(args, "only", None), problems=problems)
     except ValueError as e:
         print(f"reptile verify: {e}", file=sys.stderr)
         return 2
     print(format_table(result.claims, width=48))
     print()
     timing = ", ".join(f"{p.module.split('.')[-1]} {p.seconds:.1f} s" for p in result.providers)
-    print(f"{len(result.claims)} claims, {len(result.failed)} failed; mode {mode}, {result.seconds:.1f} s wall, "
+    skipped = [c for c in result.claims if c.skipped]
+    for c in skipped:
+        print(f"skipped: {c.name}: {c.skipped}")
+    print(f"{len(result.claims)} claims, {len(result.failed)} failed, {len(skipped)} skipped; mode {mode}, {result.seconds:.1f} s wall, "
           f"{result.cpu_seconds:.1f} s CPU ({timing}); report in {result.out_dir / 'report.md'}")
     if result.failed:
         print("FAILED: " + "; ".join(c.name for c in result.failed), file=sys.stderr)

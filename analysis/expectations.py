@@ -303,3 +303,105 @@ def inner_forms_agree(mc: MonteCarloResult, n_se: float = 3.0) -> tuple[bool, fl
     """
     c = compare(mc.avg_grad_inner, mc.avg_grad_inner_dot)
     return c.within(n_se), c.ratio
+
+
+# -- independent estimates: each quantity from its own draws (``reptile verify``'s coefficient claims) --
+def sample_many(per_sample: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                sample_batches: Sampler, n: int, *, seed: int, chunk: int = 256,
+                callback: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Draw n samples (sample s from ``numpy.random.default_rng([seed, s])``) and stack
+    ``per_sample(x, y)`` (a dict of flat ``[P]`` tensors) into ``[n, P]`` tensors.
+
+    Samples are processed ``chunk`` at a time under ``torch.func.vmap``; a model that ``vmap``
+    cannot transform (or ``chunk=1``) is run in a plain loop (same numbers, slower).
+    """
+    if not isinstance(n, (int, np.integer)) or n < 4:
+        raise ValueError(f"n must be an integer >= 4, got {n!r}")
+    out: dict[str, list[torch.Tensor]] = {}
+    use_vmap = chunk > 1
+    batched = vmap(per_sample)
+    for start in range(0, n, max(chunk, 1)):
+        part = [sample_batches(np.random.default_rng([seed, s])) for s in range(start, min(n, start + max(chunk, 1)))]
+        res = None
+        if use_vmap and len({(tuple(x.shape), tuple(y.shape)) for x, y in part}) == 1:
+            try:
+                res = batched(torch.stack([x for x, _ in part]), torch.stack([y for _, y in part]))
+            except (RuntimeError, NotImplementedError, ValueError):  # an op without a batching rule
+                use_vmap = False
+        if res is None:
+            rows = [per_sample(x, y) for x, y in part]
+            res = {key: torch.stack([r[key] for r in rows]) for key in rows[0]}
+        for key, v in res.items():
+            out.setdefault(key, []).append(v)
+        if callback is not None:
+            callback(len(part))
+    return {key: torch.cat(v) for key, v in out.items()}
+
+
+def regressor_samples(loss_fn: LossFn, phi: Params, sample_batches: Sampler, n: int, which: str, *, seed: int,
+                      chunk: int = 256, callback: Callable[[int], None] | None = None) -> Estimate:
+    """Per-sample estimates of AvgGrad (``which="avg_grad"``: ``mean_i gbar_i``) or AvgGradInner
+    (``which="avg_grad_inner"``: the symmetric ``mean_{i != j} Hbar_i gbar_j``, computed as
+    ``1/2 grad_phi mean_{i<j} gbar_i . gbar_j``, one reverse-over-reverse pass), over the
+    k >= 2 minibatches each sample has. Unbiased under exchangeable minibatches."""
+    if which not in ("avg_grad", "avg_grad_inner"):
+        raise ValueError(f"which must be 'avg_grad' or 'avg_grad_inner', got {which!r}")
+    check_params(phi)
+    f = scalar_loss(loss_fn)
+    g = grad(f)
+
+    def one(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        k = x.shape[0]
+        if which == "avg_grad":
+            return {"v": tree.flatten(tree.scale(tree.weighted_sum([g(phi, (x[i], y[i])) for i in range(k)],
+                                                                   [1.0] * k), 1.0 / k))}
+        pairs = [(i, j) for i in range(k) for j in range(i)]
+
+        def half_mean_dot(p: Params) -> torch.Tensor:
+            gs = [g(p, (x[i], y[i])) for i in range(k)]
+            return 0.5 * sum(tree.dot(gs[i], gs[j]) for i, j in pairs) / len(pairs)
+
+        return {"v": tree.flatten(grad(half_mean_dot)(phi))}
+
+    check_k(sample_batches(np.random.default_rng([seed, 0])))
+    return Estimate(sample_many(one, sample_batches, n, seed=seed, chunk=chunk, callback=callback)["v"], phi)
+
+
+#: weights of g(alpha), g(2 alpha), g(3 alpha) in the three-point estimates of g(0) and g'(0):
+#: g(0) = 3 g(a) - 3 g(2a) + g(3a) + O(a^3), g'(0) = (-5 g(a) + 8 g(2a) - 3 g(3a)) / (2a) + O(a^2)
+THREE_POINT_G0 = (3.0, -3.0, 1.0)
+THREE_POINT_G1 = (-2.5, 4.0, -1.5)
+
+
+def alpha_derivatives(name: str, loss_fn: LossFn, phi: Params, sample_batches: Sampler, n: int, alpha: float, *,
+                      seed: int, ordering: str | int = "none", chunk: int = 256,
+                      callback: Callable[[int], None] | None = None) -> tuple[Estimate, Estimate]:
+    """The meta-gradient of ``name`` as ``g(alpha) = g0 + alpha g1 + O(alpha^2)``: per-sample ``g0``
+    and ``g1`` from the engine (``reptile.algorithms.meta_gradient``) at alpha, 2 alpha and
+    3 alpha (:data:`THREE_POINT_G0`, :data:`THREE_POINT_G1`; truncation O(alpha^2) relative).
+
+    The paper: ``E[g0] = c1 AvgGrad`` and ``E[g1] = c2 AvgGradInner`` with ``(c1, c2)`` = (1,
+    -2(k-1)) MAML, (1, -(k-1)) FOMAML, (k, -k(k-1)/2) Reptile. ``ordering`` averages each sample
+    over minibatch orders (:func:`orderings`; default none: one order per draw).
+    Returns ``(g0, g1)`` as :class:`~analysis.stats.Estimate` with n samples each.
+    """
+    check_params(phi)
+    a = float(check_alphas([alpha])[0])
+    f = scalar_loss(loss_fn)
+    k = check_k(sample_batches(np.random.default_rng([seed, 0])))
+    orders = orderings(k, ordering, np.random.default_rng([seed, n, 1]))
+
+    def one(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        vals = []
+        for m in (1, 2, 3):
+            acc = None
+            for order in orders:
+                v = tree.flatten(meta_gradient(name, f, phi, _permute((x, y), order), m * a))
+                acc = v if acc is None else acc + v
+            vals.append(acc / len(orders))
+        g0 = sum(w * v for w, v in zip(THREE_POINT_G0, vals))
+        g1 = sum(w * v for w, v in zip(THREE_POINT_G1, vals)) / a
+        return {"g0": g0, "g1": g1}
+
+    res = sample_many(one, sample_batches, n, seed=seed, chunk=chunk, callback=callback)
+    return Estimate(res["g0"], phi), Estimate(res["g1"], phi)

@@ -149,3 +149,63 @@ def _solve(g: Tensor, h: Tensor) -> np.ndarray:
     if np.linalg.cond(g_np) > 1e12:
         raise ValueError("the mean regressors are (nearly) linearly dependent; the coefficients are not identified")
     return np.linalg.solve(g_np, h_np)
+
+
+#: two-sided test "within N_SE standard errors" and the power at which a detectable error is quoted
+N_SE_DEFAULT = 3.0
+Z_POWER_80 = 0.8416  # the 80th percentile of the standard normal
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """``c`` with ``E[y] ~ c E[x]``, from *independent* samples of y and x.
+
+    Attributes:
+        value: ``mean(y) . mean(x) / <E[x], E[x]>_U`` (the denominator is the unbiased U-statistic
+            ``(n^2 |mean x|^2 - sum_s |x_s|^2) / (n (n - 1))``, so noise in x does not attenuate c;
+            the numerator is unbiased because y and x are independent).
+        se: delta-method standard error, ``sqrt(var_y + var_x)``: the variance of the projections
+            of the y samples on ``mean(x) / D`` over n_y, plus that of the x samples on
+            ``(mean(y) - 2 c mean(x)) / D`` over n_x.
+        n_y, n_x: sample sizes.
+    """
+
+    value: float
+    se: float
+    n_y: int
+    n_x: int
+
+    def z(self, target: float) -> float:
+        diff = self.value - target
+        if self.se > 0:
+            return float(diff / self.se)
+        return 0.0 if diff == 0 else float(np.inf * np.sign(diff))
+
+    def detectable(self, target: float, n_se: float = N_SE_DEFAULT) -> float:
+        """The smallest relative error ``|c - target| / |target|`` that the test ``|z| <= n_se``
+        detects with 80 % probability: ``(n_se + 0.84) se / |target|`` (normal approximation)."""
+        return float((n_se + Z_POWER_80) * self.se / abs(target)) if target != 0 else float("inf")
+
+
+def ratio_coefficient(y: Tensor, x: Tensor) -> Coefficient:
+    """The coefficient ``c`` minimizing ``|E[y] - c E[x]|`` from independent ``y[n_y, P]``, ``x[n_x, P]``.
+
+    Raises:
+        ValueError: shapes differ in P, fewer than 4 samples, or ``|E[x]|^2`` not resolved (its
+            U-statistic is not positive: x is all noise at this sample size).
+    """
+    if y.ndim != 2 or x.ndim != 2 or y.shape[1] != x.shape[1]:
+        raise ValueError(f"y and x must be [n, P] with the same P, got {tuple(y.shape)} and {tuple(x.shape)}")
+    ny, nx = int(y.shape[0]), int(x.shape[0])
+    if min(ny, nx) < 4:
+        raise ValueError(f"need at least 4 samples of each, got {ny} and {nx}")
+    y, x = y.double(), x.double()
+    my, mx = y.mean(0), x.mean(0)
+    denom = float((nx * nx * (mx @ mx) - (x * x).sum()) / (nx * (nx - 1)))
+    if not denom > 0:
+        raise ValueError("the regressor's mean is not resolved at this sample size (its squared norm's unbiased "
+                         "estimate is <= 0); draw more samples")
+    c = float(my @ mx) / denom
+    var_y = float((y @ (mx / denom)).var(unbiased=True)) / ny
+    var_x = float((x @ ((my - 2 * c * mx) / denom)).var(unbiased=True)) / nx
+    return Coefficient(c, float(np.sqrt(var_y + var_x)), ny, nx)

@@ -1,10 +1,11 @@
 """``reptile verify``: run every check provider, collect the claims, write the report folder.
 
-A provider is a module with ``checks(mode, out_dir, progress) -> list[Claim]`` (see
-:mod:`analysis.claims`). :data:`PROVIDERS` lists them by module name; add a module there to add
-its claims to the table. A provider that raises (or cannot be imported) becomes a failing claim
-``"<module> ran"`` whose detail holds the traceback, so the other providers still report and the
-run still fails.
+A provider is a function ``checks(mode, out_dir, progress) -> list[Claim]`` (see
+:mod:`analysis.claims`). :data:`PROVIDERS` lists them, imported; add a function there to add its
+claims to the table. Each is named by its module (``analysis.taylor_checks``), which is what
+``--only`` takes. User problems (``--problem``) run :func:`analysis.problem_checks.problem_checks`
+as one more provider each. A provider that raises becomes a failing claim ``"<name> ran"`` whose
+detail holds the traceback, so the other providers still report and the run still fails.
 
 The report folder (default ``reports/verify``) gets ``report.md`` (the claims table, timings,
 figures and CSV files) and ``claims.csv``, plus whatever each provider writes; every file is
@@ -12,6 +13,7 @@ written atomically (:mod:`analysis.artifacts`).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import platform
@@ -19,22 +21,60 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import pandas as pd
 import torch
 
 from reptile.paths import check_output_dir
 
-from . import artifacts
+from . import (alignment_seed_checks, artifacts, expectation_checks, fewshot_checks, fixed_point_checks,
+               manifold_checks, taylor_checks)
 from .claims import Claim, check_mode
+from .problems import Problem
 
-PROVIDERS: list[str] = [
-    "analysis.taylor_checks",
-    "analysis.expectation_checks",
-    "analysis.manifold_checks", "analysis.alignment_checks",
-    "analysis.fewshot_checks",
+Provider = Callable[[str, Path, bool], list]
+
+#: the check providers of ``reptile verify``, in report order
+PROVIDERS: list[Provider] = [
+    taylor_checks.checks,
+    expectation_checks.checks,
+    manifold_checks.checks,
+    fixed_point_checks.checks,      # Reptile's fixed point where inner steps are not projections
+    alignment_seed_checks.checks,   # the alignment_checks experiment over >= 3 seeds
+    fewshot_checks.checks,
 ]
+
+
+def provider_name(provider: Provider) -> str:
+    """A provider's name: its ``__qualname__``-free module (``analysis.taylor_checks``), or the
+    ``name`` attribute a problem provider carries."""
+    return getattr(provider, "provider_name", None) or provider.__module__
+
+
+def provider_names() -> list[str]:
+    return [provider_name(p) for p in PROVIDERS]
+
+
+def problem_provider(problem: Problem, label: str | None = None) -> Provider:
+    """A provider running every applicable claim on a user :class:`Problem`."""
+    fn = functools.partial(_run_problem, problem, label)
+    fn.provider_name = f"problem: {label or problem.name}"  # type: ignore[attr-defined]
+    return fn
+
+
+def _run_problem(problem: Problem, label: str | None, mode: str, out_dir: Path, progress: bool) -> list:
+    from .problem_checks import problem_checks
+
+    return problem_checks(problem, mode, out_dir, progress, label)
+
+
+def resolve_providers(names: Sequence[Union[str, Provider]]) -> list[Provider]:
+    """Providers from names (:func:`provider_name` of a listed one, or an importable module with a
+    ``checks`` function: third-party providers) or callables. Unknown names stay as names and
+    become failing claims when run."""
+    known = {provider_name(p): p for p in PROVIDERS}
+    return [known.get(n, n) if isinstance(n, str) else n for n in names]
 
 DEFAULT_OUT = Path("reports/verify")
 
@@ -81,11 +121,12 @@ def module_exists(name: str) -> bool:
         return False
 
 
-def _run_provider(module: str, mode: str, out_dir: Path, progress: bool) -> ProviderResult:
+def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, progress: bool) -> ProviderResult:
     start, cpu = time.perf_counter(), time.process_time()
+    module = provider if isinstance(provider, str) else provider_name(provider)
     try:
-        mod = importlib.import_module(module)
-        claims = list(mod.checks(mode, out_dir, progress))
+        fn = importlib.import_module(provider).checks if isinstance(provider, str) else provider
+        claims = list(fn(mode, out_dir, progress))
         bad = [c for c in claims if not isinstance(c, Claim)]
         if bad:
             raise TypeError(f"{module}.checks returned non-Claim items: {bad[:3]}")
@@ -97,14 +138,18 @@ def _run_provider(module: str, mode: str, out_dir: Path, progress: bool) -> Prov
 
 
 def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progress: bool = False,
-               providers: Sequence[str] | None = None) -> VerifyResult:
+               providers: Sequence[Union[str, Provider]] | None = None,
+               problems: Sequence[Problem] = ()) -> VerifyResult:
     """Run the providers in ``mode`` (``"quick"``, ``"default"``, ``"full"``) and write the report.
 
     Args:
         mode: how much sampling each provider does (quick < 30 s, default < 3 min on 2 CPU cores).
         out_dir: the report folder (created if needed).
         progress: show tqdm progress bars on stderr.
-        providers: module names to run instead of :data:`PROVIDERS`.
+        providers: providers (functions, or names: :func:`resolve_providers`) to run instead of
+            :data:`PROVIDERS`; with ``problems`` and no ``providers``, only the problems run.
+        problems: user problems (:class:`analysis.problems.Problem`), each run by
+            :func:`analysis.problem_checks.problem_checks` after the providers.
     Returns:
         A :class:`VerifyResult`; nothing is printed.
     Raises:
@@ -113,7 +158,8 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
             becomes a failing claim, like one that crashes.
     """
     check_mode(mode)
-    mods = list(PROVIDERS if providers is None else providers)
+    mods = list(PROVIDERS if providers is None and not problems else resolve_providers(providers or []))
+    mods += [problem_provider(p) for p in problems]
     if not mods:
         raise ValueError("no check providers to run")
     out = check_output_dir(out_dir, "out_dir")
@@ -128,7 +174,8 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
 
 
 def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
-    return pd.DataFrame([c.as_row() for c in claims], columns=["name", "measured", "prediction", "holds", "detail"])
+    return pd.DataFrame([c.as_row() for c in claims],
+                        columns=["name", "measured", "prediction", "holds", "detail", "skipped"])
 
 
 def format_table(claims: Sequence[Claim], width: int = 60) -> str:
@@ -136,8 +183,8 @@ def format_table(claims: Sequence[Claim], width: int = 60) -> str:
     import textwrap
 
     rows = [("claim", "measured", "prediction", "result")]
-    rows += [(c.name, c.measured_text(), c.prediction, "holds" if c.holds else "FAILS") for c in claims]
-    widths = [min(width, max(len(r[i]) for r in rows)) for i in range(3)] + [6]
+    rows += [(c.name, c.measured_text(), c.prediction, c.status) for c in claims]
+    widths = [min(width, max(len(r[i]) for r in rows)) for i in range(3)] + [7]
     lines = []
     for j, r in enumerate(rows):
         cells = [textwrap.wrap(r[i], widths[i]) or [""] for i in range(3)] + [[r[3]]]
@@ -160,7 +207,7 @@ def write_report(result: VerifyResult) -> None:
     lines = [
         "# reptile verify: the Reptile paper's Taylor-series claims, measured",
         "",
-        f"Mode `{result.mode}`, {len(result.claims)} claims, "
+        f"Mode `{result.mode}`, {len(result.claims)} claims ({sum(bool(c.skipped) for c in result.claims)} skipped), "
         + (f"**{n_fail} failed**." if n_fail else "all hold.")
         + f" Total {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, on {platform.machine()} "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads; wall time grows with other load "
@@ -171,7 +218,7 @@ def write_report(result: VerifyResult) -> None:
     ]
     for c in result.claims:
         lines.append(f"| {_md_escape(c.name)} | {_md_escape(c.measured_text())} | {_md_escape(c.prediction)} | "
-                     f"{'holds' if c.holds else '**FAILS**'} |")
+                     f"{'**FAILS**' if c.status == 'FAILS' else c.status} |")
     lines += ["", "## Timings", "", "| provider | wall s | CPU s | claims |", "|---|---|---|---|"]
     for p in result.providers:
         lines.append(f"| `{p.module}` | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {len(p.claims)} |")

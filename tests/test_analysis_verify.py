@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,7 +44,7 @@ def test_run_verify_writes_report(tmp_path, providers):
     report = (out / "report.md").read_text()
     assert "slope is two" in report and "all hold" in report and "good.csv" in report
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.columns) == ["name", "measured", "prediction", "holds", "detail"]
+    assert list(claims.columns) == ["name", "measured", "prediction", "holds", "detail", "skipped"]
     assert claims.holds.all()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))   # no half-written files left
 
@@ -90,8 +89,24 @@ def test_cli_exit_codes_and_table(tmp_path, providers, capsys):
     assert not defaults.quick and not defaults.full and str(defaults.out) == "reports/verify"
 
 
-def test_default_provider_list():
-    assert verify.PROVIDERS[:2] == ["analysis.taylor_checks", "analysis.expectation_checks"]
+def test_cli_default_out_matches_verify():
+    assert cli.DEFAULT_OUT == verify.DEFAULT_OUT
+
+
+def test_default_provider_list_is_imported_functions():
+    assert verify.PROVIDERS[:2] == [taylor_checks.checks, expectation_checks.checks]
+    assert verify.provider_names()[:2] == ["analysis.taylor_checks", "analysis.expectation_checks"]
+    assert verify.resolve_providers(["analysis.taylor_checks", "x.y"]) == [taylor_checks.checks, "x.y"]
+
+
+def test_provider_functions_and_skipped_claims(tmp_path):
+    def mine(mode, out_dir, progress):
+        return [Claim("a", 1.0, "1", True), Claim.skip("needs a closed form", "no closed form here")]
+
+    res = verify.run_verify("quick", tmp_path, providers=[mine])
+    assert res.ok and [c.status for c in res.claims] == ["holds", "skipped"]
+    assert "skipped" in verify.format_table(res.claims)
+    assert "(1 skipped)" in (tmp_path / "report.md").read_text()
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -119,16 +134,18 @@ def test_claim_formatting():
 def test_real_providers_run_end_to_end_on_tiny_settings(tmp_path, monkeypatch):
     """Both real providers, shrunk so the test stays fast: they run, return claims, write files.
     (Whether the claims hold at these tiny sizes is not asserted; verify's modes test that.)"""
-    monkeypatch.setitem(taylor_checks.CONFIG, "quick", dict(slope_tasks=1, alphas=np.logspace(-4, -3, 3), break_tasks=1,
-                                                             break_alphas=np.logspace(-3, -0.5, 4)))
+    monkeypatch.setitem(taylor_checks.CONFIG, "quick", dict(slope_tasks=1, n_alphas=3, break_tasks=1, break_points=4))
     monkeypatch.setattr(taylor_checks, "KS", (2, 3))
-    monkeypatch.setitem(expectation_checks.CONFIG, "quick", dict(ls=[(2, 40)], sine=[(2, 6)]))
-    res = verify.run_verify("quick", tmp_path, progress=False)
+    monkeypatch.setitem(expectation_checks.CONFIG, "quick", dict(ls=[(2, 40)], ls_coef=[(2, 40)], sine_coef=[(2, 8)],
+                                                                  sine_exch=8))
+    res = verify.run_verify("quick", tmp_path, progress=False, providers=[taylor_checks.checks,
+                                                                          expectation_checks.checks])
     assert not [c for c in res.claims if c.name.endswith(" ran")], [c.detail for c in res.claims]
     names = [c.name for c in res.claims]
-    assert "HVP fwd-rev = dense Hessian" in names and "E[g_MAML] coefficients (sine)" in names
+    assert "HVP fwd-rev = dense Hessian" in names
+    assert "E[g_MAML] = c1 AvgGrad + c2 alpha AvgGradInner (sine, k=2)" in names
     for f in ("taylor_sweep.csv", "taylor_slopes.csv", "taylor_breakdown.csv", "taylor_residuals.png",
-              "taylor_breakdown.png", "coefficients.csv", "expectations.csv", "coefficients.png",
+              "coefficients.csv", "expectations.csv", "coefficients.png",
               "claims.csv", "report.md"):
         assert (tmp_path / f).stat().st_size > 0, f
     hvp_claims = [c for c in res.claims if c.name.startswith("HVP")]
