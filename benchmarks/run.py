@@ -13,8 +13,10 @@ repeats after warm-up; see ``benchmarks/common.py``):
   (``bench_memory.py``);
 * ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present).
 
-Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
-``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
+Writes ``results.csv`` (one row per candidate), ``machine.json`` (CPU, threads, torch, date, load
+average before and after) and ``bench_hvp.csv`` into ``benchmarks/results/`` (the committed results), or,
+with ``--quick``, ``results-quick.csv`` and ``machine-quick.json`` and ``bench_hvp.csv`` into the git-ignored
+scratch folder ``benchmarks/results/quick/``, never over the committed ones; ``--out DIR`` for elsewhere.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from benchmarks.common import fmt_table, machine  # noqa: E402
 
 SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp")
 HERE = Path(__file__).resolve().parent
+#: the committed results of the full suite, and the git-ignored scratch folder of ``--quick``
+RESULTS, QUICK_RESULTS = HERE / "results", HERE / "results" / "quick"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,8 +56,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="folder for the CSV and JSON")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"folder for the CSVs and JSON (default {RESULTS}; with --quick {QUICK_RESULTS}, "
+                        "never the committed results)")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            cmd = [sys.executable, "-m", "benchmarks.bench_hvp"]
-            if args.quick and "--quick" in hvp.read_text():
-                cmd.append("--quick")
+            cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(args.threads),
+                   "--out", str(args.out / "bench_hvp.csv")]
+            cmd += ["--repeats", "5", "--warmup", "1"] if args.quick else ["--compile"]
             rc = subprocess.call(cmd, cwd=HERE.parent)
             if rc != 0:
                 log(f"  bench_hvp exited with {rc}")
