@@ -65,6 +65,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def hvp_command(quick: bool, threads: int, out: Path) -> list[str]:
+    """The ``benchmarks.bench_hvp`` command line: its CSV goes to ``out/bench_hvp.csv``; quick: 5 repeats
+    after 1 warm-up, else the script's defaults plus the ``torch.compile`` rows of the committed CSV."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(threads), "--out", str(out / "bench_hvp.csv")]
+    return cmd + (["--repeats", "5", "--warmup", "1"] if quick else ["--compile"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -112,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(args.threads),
-                   "--out", str(args.out / "bench_hvp.csv")]
-            cmd += ["--repeats", "5", "--warmup", "1"] if args.quick else ["--compile"]
-            rc = subprocess.call(cmd, cwd=HERE.parent)
+            rc = subprocess.call(hvp_command(args.quick, args.threads, args.out), cwd=HERE.parent)
             if rc != 0:
                 log(f"  bench_hvp exited with {rc}")
         else:
