@@ -34,7 +34,20 @@ def _start(out: Path, resume: bool = False, iterations: int | None = None) -> su
     cmd = [sys.executable, "-m", "reptile", *args, "--out", str(out)] + (["--resume"] if resume else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{out}.stdout", "ab") as so, open(f"{out}.stderr", "ab") as se:
-        return subprocess.Popen(cmd, stdout=so, stderr=se, env=env)
+        return subprocess.Popen(cmd, stdout=so, stderr=se, env=env, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default action.
+
+    A shell without job control starts background commands (``./scripts/test.sh &``, ``nohup``,
+    a CI step run in the background) with SIGINT ignored, and the ignoring is inherited by pytest
+    and by every process it starts. Python installs its KeyboardInterrupt handler only where SIGINT
+    is not ignored, so such a trainer never sees the test's SIGINT and trains on until the test's
+    timeout: the ``TimeoutExpired`` this test used to fail with. ``reptile train`` keeps honouring an
+    ignored SIGINT (that is what ``nohup`` asks for); the test sets the default for its own child.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stderr(out: Path) -> str:
@@ -139,6 +152,20 @@ def test_sigint_writes_a_checkpoint_and_exits_130(tmp_path):
     assert stopped >= first
     path, ckpt = latest_checkpoint(out / "checkpoints")
     assert ckpt["iteration"] == stopped  # written at the interrupt, not only on the 20-iteration schedule
+
+
+def test_the_trainer_child_gets_a_working_sigint_even_when_the_suite_ignores_it():
+    """The cause of the old ``TimeoutExpired``: a SIGINT ignored by whoever started the suite is
+    inherited, and a Python child started with it ignored never raises KeyboardInterrupt."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `./scripts/test.sh &`
+    try:
+        inherited = subprocess.run(probe, capture_output=True, text=True, timeout=60).stdout.strip()
+        restored = subprocess.run(probe, capture_output=True, text=True, timeout=60,
+                                  preexec_fn=_default_sigint).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert (inherited, restored) == ("False", "True")
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
