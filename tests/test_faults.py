@@ -64,10 +64,12 @@ def _wait_for_new_checkpoint(out: Path, proc: subprocess.Popen, after: int) -> i
 
     That file is the event that proves the training loop runs (past start-up, resume and the
     before-training evaluation), where an interrupt is handled by writing a checkpoint. A signal
-    sent earlier lands in start-up instead: while torch and scipy are imported a KeyboardInterrupt
-    can be swallowed by library code, and the run then trains on as if nothing had happened (the
-    old version of this wait returned quietly after 60 s and sent its SIGINT into start-up on a
-    loaded machine). Fails the test if the process exits first or the hang guard passes.
+    sent earlier lands in start-up, where its outcome is undefined (seen at load 8-14: death by
+    SIGINT, an abort inside torch's import, exit 1 from a half-imported scipy, exit 130 from the
+    before-training evaluation without the "interrupted at iteration" line, and once a run that
+    trained on); the old version of this wait returned quietly after 60 s and then sent its SIGINT
+    into start-up on a loaded machine. Fails the test if the process exits first or the hang guard
+    passes.
     """
     t0 = time.monotonic()
     while (newest := _newest_iteration(out)) <= after:
