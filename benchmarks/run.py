@@ -15,8 +15,10 @@ repeats after warm-up; see ``benchmarks/common.py``):
 * ``manifolds``: the certified projection onto a sine task's solution set against the L-BFGS end
   point, time and distance (``bench_manifolds.py``).
 
-Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
-``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
+Writes ``results.csv`` (one row per candidate), ``machine.json`` (CPU, threads, torch, date, load
+average before and after) and ``bench_hvp.csv`` into ``benchmarks/results/`` (the committed results), or,
+with ``--quick``, ``results-quick.csv`` and ``machine-quick.json`` and ``bench_hvp.csv`` into the git-ignored
+scratch folder ``benchmarks/results/quick/``, never over the committed ones; ``--out DIR`` for elsewhere.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ from benchmarks.common import fmt_table, machine  # noqa: E402
 
 SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
 HERE = Path(__file__).resolve().parent
+#: the committed results of the full suite, and the git-ignored scratch folder of ``--quick``
+RESULTS, QUICK_RESULTS = HERE / "results", HERE / "results" / "quick"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -54,8 +58,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="folder for the CSV and JSON")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"folder for the CSVs and JSON (default {RESULTS}; with --quick {QUICK_RESULTS}, "
+                        "never the committed results)")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
+    return args
+
+
+def hvp_command(quick: bool, threads: int, out: Path) -> list[str]:
+    """The ``benchmarks.bench_hvp`` command line: its CSV goes to ``out/bench_hvp.csv``; quick: 5 repeats
+    after 1 warm-up, else the script's defaults plus the ``torch.compile`` rows of the committed CSV."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(threads), "--out", str(out / "bench_hvp.csv")]
+    return cmd + (["--repeats", "5", "--warmup", "1"] if quick else ["--compile"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            cmd = [sys.executable, "-m", "benchmarks.bench_hvp"]
-            if args.quick and "--quick" in hvp.read_text():
-                cmd.append("--quick")
-            rc = subprocess.call(cmd, cwd=HERE.parent)
+            rc = subprocess.call(hvp_command(args.quick, args.threads, args.out), cwd=HERE.parent)
             if rc != 0:
                 log(f"  bench_hvp exited with {rc}")
         else:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from figures.style import DEFAULT_OUT
+from figures.style import DEFAULT_OUT, FAST_OUT, default_out
 
 #: every figure module, in build order; optional ones are skipped when absent
 FIGURES = ["sine", "gradient_combinations", "minibatch_overlap", "taylor_residual", "coefficients",
@@ -70,7 +70,8 @@ def build(names: list[str], fast: bool, out: Path) -> dict[str, float | str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Build the paper-style figures.")
     p.add_argument("--fast", action="store_true", help="tiny settings (seconds each; for tests)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default {DEFAULT_OUT}; with --fast {FAST_OUT}, never the committed figures)")
     p.add_argument("--only", nargs="+", choices=FIGURES, help="build only these figures")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(FIGURES))
         return 0
     torch.set_num_threads(args.threads)
-    results = build(args.only or FIGURES, args.fast, args.out)
+    results = build(args.only or FIGURES, args.fast, args.out or default_out(args.fast))
     failed = {k: v for k, v in results.items() if isinstance(v, str)}
     for k, v in failed.items():
         print(f"[FAILED] {k}: {v}", file=sys.stderr)

@@ -8,9 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from figures.style import DEFAULT_OUT
-
-FAST_NOTE = "fast mode (tiny settings): a smoke test, not the experiment"
+from figures.style import DEFAULT_OUT, FAST_NOTE, FAST_OUT, default_out
 
 Main = Callable[..., list[Path]]
 
@@ -18,9 +16,13 @@ Main = Callable[..., list[Path]]
 def parse(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--fast", action="store_true", help="tiny settings that run in seconds (for tests)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default {DEFAULT_OUT}; with --fast {FAST_OUT}, never the committed figures)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.fast)
+    return args
 
 
 def cli(main: Main, description: str, argv: Sequence[str] | None = None) -> list[Path]:

@@ -17,8 +17,19 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-#: where figures go unless ``--out`` says otherwise
+#: where full-mode figures go unless ``--out`` says otherwise (the committed gallery of the README)
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+#: where fast-mode figures go unless ``--out`` says otherwise: a git-ignored scratch folder, so that a
+#: smoke test never overwrites the committed full-mode results in :data:`DEFAULT_OUT`
+FAST_OUT = DEFAULT_OUT / "fast"
+
+#: the grey stamp of a fast-mode figure (``figures.common.note`` puts it first in a note)
+FAST_NOTE = "fast mode (tiny settings): a smoke test, not the experiment"
+
+
+def default_out(fast: bool) -> Path:
+    """The output folder when none is given: :data:`FAST_OUT` in fast mode, else :data:`DEFAULT_OUT`."""
+    return FAST_OUT if fast else DEFAULT_OUT
 
 #: width of one column and of a full page of a two-column paper, in inches
 COLUMN, PAGE = 3.4, 7.0
@@ -101,9 +112,10 @@ def save(fig: plt.Figure, data: pd.DataFrame, name: str, out: str | Path | None 
     """Write ``<out>/<name>.png``, ``.pdf`` and ``.csv`` (the plotted numbers); close the figure.
 
     ``note`` (e.g. "fast mode: tiny settings, not the experiment") is stamped in small grey type
-    at the bottom so that a fast-mode figure is never mistaken for a result.
+    at the bottom so that a fast-mode figure is never mistaken for a result. With ``out=None`` a
+    figure stamped with :data:`FAST_NOTE` goes to :data:`FAST_OUT`, any other to :data:`DEFAULT_OUT`.
     """
-    out = Path(out) if out is not None else DEFAULT_OUT
+    out = Path(out) if out is not None else default_out(fast=bool(note and FAST_NOTE in note))
     out.mkdir(parents=True, exist_ok=True)
     if note:
         fig.text(0.995, -0.025, note, ha="right", va="top", fontsize=6, color="#888888", wrap=True)
