@@ -359,7 +359,7 @@ def _(ctx):
     shutil.copytree(ctx.sine_run, run)
     args = ["train", "sine", "--iterations", "4", "--checkpoint-every", "1", "--out", run, *SINE]
     args[args.index("--hidden") + 1] = "8"
-    ctx.cli(args + ["--resume"], 1, "is of another model")  # and the run's files are untouched
+    ctx.cli(args + ["--resume"], 1, "other settings for hidden (saved '4', now '8')")  # and the run's files are untouched
 
 
 @case("cli-eval-pickle-that-runs-code")

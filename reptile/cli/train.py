@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import latest_checkpoint, resolve_checkpoint
+from ..checkpoint import resolve_checkpoint
+from ..runfolder import check_fresh_start, check_resume_settings, check_run_folder, find_resume_checkpoint, settings_from_checkpoint
 from ..paths import check_output_dir
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
@@ -116,12 +117,32 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 
 def _saved_args(args: argparse.Namespace) -> dict:
     skip = {"func", "out", "resume", "no_progress", "eval_tasks", "eval_seed", "command"}
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in skip and not k.startswith("_")}
+
+
+def _resume_settings(args: argparse.Namespace, out: Path) -> argparse.Namespace:
+    """With --resume: the run's settings read back from its checkpoint, with the flags typed now on top."""
+    found = find_resume_checkpoint(out)
+    if found is None:
+        return args
+    given = {k: getattr(args, k) for k in getattr(args, "_given", set(vars(args))) if not k.startswith("_")}
+    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items()}
+    r = check_resume_settings(settings_from_checkpoint(found[1]), given, reached=int(found[1]["iteration"]))
+    for k, v in r.settings.items():
+        setattr(args, k, v)
+    for note in r.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return args
 
 
 def run_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.resume:
+        fam = args.family or ("fewshot" if getattr(args, "preset", None) else "sine")
+        args.out = check_run_folder(args.out or Path("runs") / f"{fam}-{args.algorithm}-seed{args.seed}")
+        args = _resume_settings(args, args.out)
     args = resolve(args)
     cfg = config_from(args)
     # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
@@ -135,12 +156,15 @@ def run_train(args: argparse.Namespace) -> int:
 def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.DistContext | None") -> int:
     writer = ctx is None or ctx.is_writer
     out = check_output_dir(args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}")
+    if writer:  # before any work: another tool's folder, unusable checkpoints/, start over a run
+        check_run_folder(out)
+        if not args.resume:
+            check_fresh_start(out)
     setup = get_family(args.family).build(args)
-    if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
-        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
                           extra={"family": args.family, "args": _saved_args(args)},
                           **distributed.trainer_kwargs(ctx, cfg.meta_batch))
+    trainer.open_run_folder()  # one writer per run folder, held until training ends
     if args.resume and trainer.resume() and writer:
         print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
     if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
