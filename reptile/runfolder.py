@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .checkpoint import MAGIC, CheckpointError, _CKPT, list_checkpoints, load_checkpoint
+from .checkpoint import MAGIC, CheckpointError, _CKPT, list_checkpoints, load_training_checkpoint
 
 MARKER = ".reptile-lab-run"
 """Name of the marker file in a run folder (JSON: ``{"reptile-lab": "run folder", "version": 1}``)."""
@@ -135,7 +135,7 @@ def find_resume_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]] | No
     reasons = []
     for p in reversed(files):
         try:
-            return p, load_checkpoint(p)
+            return p, load_training_checkpoint(p)
         except (CheckpointError, OSError) as e:
             reasons.append(str(e))
     if not files:
@@ -260,7 +260,7 @@ class RunFolder:
 
 # ----------------------------------------------------------------------------- resume settings
 #: settings that do not change the trained numbers: they may differ on resume (the new value is used)
-FREE_SETTINGS = frozenset({"checkpoint_every", "log_every", "keep_checkpoints", "compile", "channels_last",
+FREE_SETTINGS = frozenset({"data_dir", "checkpoint_every", "log_every", "keep_checkpoints", "compile", "channels_last",
                            "threads", "no_progress", "eval_tasks", "eval_seed", "out", "resume", "command",
                            "func", "json"})
 
@@ -289,9 +289,41 @@ def settings_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     if args is None and config is None:
         raise CheckpointError("the checkpoint does not say which settings it was trained with; it was not written "
                               "by `reptile train`")
-    out: dict[str, Any] = dict(args or {})
+    out: dict[str, Any] = safe_saved_args(args or {})
     if "family" in extra:
         out["family"] = extra["family"]
+    return out
+
+
+#: saved settings that name places on disk: a checkpoint never chooses where files are written
+PATH_SETTINGS = ("data_dir",)
+
+
+def safe_saved_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Saved command-line settings with the places on disk taken out of the checkpoint's hands.
+
+    ``data_dir`` of the generated glyphs is where their cache is *written*: it is dropped (the
+    cache goes to the user's own cache folder, ``$REPTILE_CACHE``; the glyphs are the same, they
+    depend only on the seed and the settings). A dataset folder that is only read (Omniglot,
+    Mini-ImageNet) is kept if it exists and refused otherwise (nothing is created). Other values
+    are returned as they are; :func:`reptile.checkpoint.validate_checkpoint` has checked they are
+    plain data.
+
+    Raises:
+        ValueError: a read-only dataset folder that does not exist.
+    """
+    out = dict(args)
+    for key in PATH_SETTINGS:
+        v = out.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            raise ValueError(f"the checkpoint's saved {key} is a {type(v).__name__}, not a folder name")
+        if out.get("dataset", "glyphs") == "glyphs":
+            out[key] = None
+        elif not Path(v).is_dir():
+            raise ValueError(f"the checkpoint was trained on data in {v}, which is not a folder here; pass the "
+                             f"data folder with --data-dir")
     return out
 
 
@@ -366,14 +398,18 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> se
     the parser's defaults are restored afterwards. Unknown arguments are ignored.
     """
     saved: list[tuple[argparse.Action, Any]] = []
+    positional: dict[str, Any] = {}
     stack = [parser]
     while stack:
         p = stack.pop()
         for a in p._actions:  # argparse has no public way to list actions
-            saved.append((a, a.default))
-            a.default = argparse.SUPPRESS
             if isinstance(a, argparse._SubParsersAction):
                 stack.extend(a.choices.values())
+            if not a.option_strings:  # positionals: argparse checks their default against their choices
+                positional[a.dest] = a.default
+                continue
+            saved.append((a, a.default))
+            a.default = argparse.SUPPRESS
     saved_defaults = [(p, dict(p._defaults)) for p in _all_parsers(parser)]
     try:
         for p, _ in saved_defaults:
@@ -384,7 +420,7 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> se
             a.default = d
         for p, d in saved_defaults:
             p._defaults.update(d)
-    return set(vars(ns))
+    return {k for k, v in vars(ns).items() if not (k in positional and v == positional[k])}
 
 
 def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import tree
 from .algorithms import ALGORITHMS, MIN_K, check_weights, meta_update
-from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, save_checkpoint, validate_checkpoint
 from .runfolder import RunFolder, check_fresh_start, check_resume_settings, find_resume_checkpoint, prune_own_checkpoints
 from .inner import Adam, SGD, make_optimizer
 from .types import Batch, LossFn, Params
@@ -262,7 +262,7 @@ class MetaTrainer:
 
     def _last_good(self) -> str:
         """Where the last good checkpoint is, in words (loading refuses non-finite parameters)."""
-        if self.out_dir is not None and (found := latest_checkpoint(self.out_dir / "checkpoints")):
+        if self.out_dir is not None and (found := latest_checkpoint(self.out_dir / "checkpoints", validate=True)):
             return f"the last good checkpoint is {found[0]} (iteration {found[1]['iteration']})"
         return "no checkpoint was written"
 
@@ -279,6 +279,7 @@ class MetaTrainer:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore from a checkpoint; raises ``ValueError`` if it is from another model or config."""
+        validate_checkpoint(ckpt)
         check_compatible(ckpt, self.phi, self.model_spec)
         now = self.config.to_dict()
         notes = check_resume_settings(ckpt["config"], now, reached=int(ckpt["iteration"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import resolve_checkpoint
-from ..runfolder import check_fresh_start, check_resume_settings, check_run_folder, find_resume_checkpoint, settings_from_checkpoint
+from ..runfolder import safe_saved_args, check_fresh_start, check_resume_settings, check_run_folder, find_resume_checkpoint, settings_from_checkpoint
 from ..paths import check_output_dir
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
@@ -194,7 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if not isinstance(extra, dict) or "family" not in extra or not isinstance(extra.get("args"), dict):
         raise ValueError(f"{path} does not say which task family it was trained on and with which settings; "
                          f"it was not written by `reptile train`")
-    saved = argparse.Namespace(**extra["args"])
+    saved = argparse.Namespace(**safe_saved_args(extra["args"]))  # a checkpoint never chooses where files go
     saved.family = extra["family"]
     setup = get_family(extra["family"]).build(saved)
     from ..train import check_compatible
