@@ -251,6 +251,13 @@ class RunFolder:
         finally:
             os.close(fd)
 
+    def __del__(self) -> None:  # a hold dropped without release (an exception between calls)
+        if getattr(self, "_fd", None) is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
     def __enter__(self) -> "RunFolder":
         return self.acquire()
 

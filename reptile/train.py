@@ -349,10 +349,14 @@ class MetaTrainer:
         if self.out_dir is None:
             raise ValueError("resume needs an output folder (out_dir)")
         self.open_run_folder()
-        found = find_resume_checkpoint(self.out_dir)
-        if found is None:
-            return False
-        self.load_state_dict(found[1])
+        try:
+            found = find_resume_checkpoint(self.out_dir)
+            if found is None:
+                return False
+            self.load_state_dict(found[1])
+        except BaseException:
+            self.close()  # a refused resume leaves the folder to others
+            raise
         self._resumed = True
         if self.is_writer:
             _truncate_metrics(self.out_dir / "metrics.csv", self.iteration)

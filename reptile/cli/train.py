@@ -165,12 +165,16 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
                           extra={"family": args.family, "args": _saved_args(args)},
                           **distributed.trainer_kwargs(ctx, cfg.meta_batch))
     trainer.open_run_folder()  # one writer per run folder, held until training ends
-    if args.resume and trainer.resume() and writer:
-        print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
-    if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
-        trainer.run(progress=False)
-        return 0
-    before = setup.evaluate(setup.phi, args)
+    try:
+        if args.resume and trainer.resume() and writer:
+            print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
+        if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
+            trainer.run(progress=False)
+            return 0
+        before = setup.evaluate(setup.phi, args)
+    except BaseException:
+        trainer.close()
+        raise
     try:
         trainer.run(progress=not args.no_progress)
     except KeyboardInterrupt:
