@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from .checkpoint import MAGIC, CheckpointError, _CKPT, list_checkpoints, load_training_checkpoint
 
 MARKER = ".reptile-lab-run"
@@ -320,6 +322,15 @@ def safe_saved_args(args: dict[str, Any]) -> dict[str, Any]:
         ValueError: a read-only dataset folder that does not exist.
     """
     out = dict(args)
+    dev = out.get("device")
+    if dev is not None:
+        try:
+            kind = torch.device(dev).type if isinstance(dev, str) else None
+        except (RuntimeError, ValueError):
+            kind = None
+        if kind not in ("cpu", "cuda", "mps", "xpu"):
+            raise ValueError(f"the checkpoint's saved device {dev!r} cannot hold data; it was not written by "
+                             f"`reptile train`")
     for key in PATH_SETTINGS:
         v = out.get(key)
         if v is None:

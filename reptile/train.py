@@ -87,8 +87,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ValueError(f"{name} must be a whole number, got {v!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2 ** 63:  # torch.manual_seed takes a 64-bit integer
+            raise ValueError(f"seed must be from 0 to 2**63-1, got {self.seed}")
         if self.inner_steps < MIN_K[self.algorithm]:
             raise ValueError(f"{self.algorithm} needs inner_steps >= {MIN_K[self.algorithm]}, got {self.inner_steps}")
         for name in ("inner_batch", "meta_batch", "iterations", "checkpoint_every", "log_every", "keep_checkpoints"):

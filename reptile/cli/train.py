@@ -10,6 +10,7 @@ import torch
 
 from ..checkpoint import resolve_checkpoint
 from ..runfolder import safe_saved_args, check_fresh_start, check_resume_settings, check_run_folder, find_resume_checkpoint, settings_from_checkpoint
+from ..limits import check_device, check_seed, check_threads, check_training_sizes
 from ..paths import check_output_dir
 from ..families import FAMILIES, get_family
 from ..algorithms import ALGORITHMS
@@ -138,12 +139,15 @@ def _resume_settings(args: argparse.Namespace, out: Path) -> argparse.Namespace:
 
 def run_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(check_threads(args.threads))
+    check_device(args.device)
+    check_seed(args.seed)
     if args.resume:
         fam = args.family or ("fewshot" if getattr(args, "preset", None) else "sine")
         args.out = check_run_folder(args.out or Path("runs") / f"{fam}-{args.algorithm}-seed{args.seed}")
         args = _resume_settings(args, args.out)
     args = resolve(args)
+    check_training_sizes(args)
     cfg = config_from(args)
     # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
     distributed.check_config(cfg, distributed.world_size_from_env())
