@@ -86,8 +86,7 @@ def _foreign_entries(path: Path) -> list[str]:
         foreign += [f"checkpoints/{p.name}" for p in sorted(ck.iterdir())
                     if not (_CKPT.match(p.name) and p.is_file() and _has_checkpoint_header(p))
                     and not _is_temporary(p.name)]
-    elif ck.exists():
-        foreign.append("checkpoints (a file)")
+    # a ``checkpoints`` file: reported by check_run_folder with what to do
     mc = path / "metrics.csv"
     if mc.is_file():
         try:

@@ -182,6 +182,8 @@ class MetaTrainer:
         #: the writer's hold on ``out_dir`` (ownership, lock, marker); see :mod:`reptile.runfolder`
         self.folder = RunFolder(self.out_dir, "out_dir") if self.out_dir is not None and is_writer else None
         self._resumed = False
+        #: the iteration of the last checkpoint this trainer wrote (None: none yet)
+        self.saved_iteration: int | None = None
         #: notes on allowed setting changes made by the last :meth:`resume` (e.g. raised iterations)
         self.resume_notes: list[str] = []
         self._outer = self._make_outer_optimizer()
@@ -334,6 +336,7 @@ class MetaTrainer:
         self.folder.mark()
         d = self.out_dir / "checkpoints"
         path = save_checkpoint(checkpoint_path(d, self.iteration), self.state_dict())
+        self.saved_iteration = self.iteration
         prune_own_checkpoints(d, self.config.keep_checkpoints, self.iteration)
         return path
 

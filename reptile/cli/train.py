@@ -182,8 +182,12 @@ def _run_train(args: argparse.Namespace, cfg: TrainConfig, ctx: "distributed.Dis
     try:
         trainer.run(progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted at iteration {trainer.iteration}; checkpoint written to {out / 'checkpoints'}; "
-              f"continue with --resume", file=sys.stderr)
+        if trainer.saved_iteration == trainer.iteration:  # a second Ctrl-C can stop the checkpoint being written
+            where = f"checkpoint written to {out / 'checkpoints'}"
+        else:
+            where = (f"its checkpoint was NOT written (interrupted again while saving); the newest checkpoint in "
+                     f"{out / 'checkpoints'} is used")
+        print(f"interrupted at iteration {trainer.iteration}; {where}; continue with --resume", file=sys.stderr)
         raise
     after = setup.evaluate(trainer.phi, args)
     print(f"{args.family} / {args.algorithm}: {cfg.iterations} iterations, run folder {out}")
