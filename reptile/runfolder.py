@@ -313,12 +313,13 @@ def safe_saved_args(args: dict[str, Any]) -> dict[str, Any]:
     ``data_dir`` of the generated glyphs is where their cache is *written*: it is dropped (the
     cache goes to the user's own cache folder, ``$REPTILE_CACHE``; the glyphs are the same, they
     depend only on the seed and the settings). A dataset folder that is only read (Omniglot,
-    Mini-ImageNet) is kept if it exists and refused otherwise (nothing is created). Other values
-    are returned as they are; :func:`reptile.checkpoint.validate_checkpoint` has checked they are
-    plain data.
+    Mini-ImageNet) is kept: the readers never create or write anything, and say so if it is
+    missing (``--data-dir`` given on ``--resume`` replaces it). A saved device that holds no data
+    (``meta``) is refused. Other values are returned as they are;
+    :func:`reptile.checkpoint.validate_checkpoint` has checked they are plain data.
 
     Raises:
-        ValueError: a read-only dataset folder that does not exist.
+        ValueError: a saved path that is not a string, or a device that holds no data.
     """
     out = dict(args)
     dev = out.get("device")
@@ -338,9 +339,6 @@ def safe_saved_args(args: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"the checkpoint's saved {key} is a {type(v).__name__}, not a folder name")
         if out.get("dataset", "glyphs") == "glyphs":
             out[key] = None
-        elif not Path(v).is_dir():
-            raise ValueError(f"the checkpoint was trained on data in {v}, which is not a folder here; pass the "
-                             f"data folder with --data-dir")
     return out
 
 

@@ -125,11 +125,13 @@ def test_a_checkpoint_never_chooses_where_files_go(good, tmp_path, monkeypatch, 
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "cache").exists()
 
 
-def test_saved_data_folders_are_never_written_or_created():
+def test_saved_data_folders_are_never_written_or_created(tmp_path):
     from reptile.runfolder import safe_saved_args
     assert safe_saved_args({"dataset": "glyphs", "data_dir": "/somewhere/else"})["data_dir"] is None
-    with pytest.raises(ValueError, match="not a folder here; pass the data folder with --data-dir"):
-        safe_saved_args({"dataset": "omniglot", "data_dir": "/no/such/omniglot"})
+    # a dataset that is only read keeps its folder; the reader creates nothing
+    assert safe_saved_args({"dataset": "omniglot", "data_dir": str(tmp_path / "o")})["data_dir"] == str(tmp_path / "o")
+    with pytest.raises(ValueError, match="device 'meta' cannot hold data"):
+        safe_saved_args({"device": "meta"})
 
 
 def test_the_header_is_read_before_the_body(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from reptile import MLP, MetaTrainer, TrainConfig, make_loss, params_of
-from reptile.checkpoint import MAGIC, list_checkpoints, load_checkpoint, save_checkpoint
+from reptile.checkpoint import MAGIC, list_checkpoints, load_checkpoint
 from reptile.cli import main
 
 SINE = ["--hidden", "4", "--eval-tasks", "1", "--no-progress"]
