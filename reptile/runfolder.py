@@ -198,14 +198,17 @@ class RunFolder:
             return self
         check_run_folder(self.path, self.flag)
         if not self.path.exists():
-            self.path.mkdir(parents=True)
-            self._created = True
+            try:
+                self.path.mkdir(parents=True)
+                self._created = True
+            except FileExistsError:  # another writer made it just now; the lock decides
+                pass
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
-            self._forget_created()
+            self._created = False  # the folder is the lock holder's now: never remove it without the lock
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise RunFolderBusy(f"another process is writing to the run folder {self.path} (reptile train, "
                                     f"or a --resume of it); wait for it to finish or stop it, or choose "
