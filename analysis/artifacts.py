@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -25,6 +25,41 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
             os.unlink(tmp)
         raise
     return path
+
+
+def prepare_outputs(folder: str | os.PathLike, names: Sequence[str]) -> Path:
+    """Before a long run writes ``names`` into ``folder``: fail now if it could not, and remove old copies.
+
+    Creates ``folder`` if needed, checks that a file can be created in it (a temporary is made and
+    removed) and that no name is taken by a folder, then deletes the previous run's files of
+    those names, so an interrupted run leaves no stale report beside the new data.
+
+    Raises:
+        ValueError: naming the path that cannot be written and what to change.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"cannot write into the report folder {folder}: {e.strerror or e}; choose another "
+                         f"--out") from None
+    for name in names:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            raise ValueError(f"cannot write the report file {target}: a folder has that name; move it away or "
+                             f"choose another --out")
+        if target.exists() and not os.access(target, os.W_OK) and not os.access(folder, os.W_OK):
+            raise ValueError(f"cannot replace the report file {target}: not writable; choose another --out")
+    for name in names:
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot remove the previous {folder / name}: {e.strerror or e}; choose another "
+                             f"--out") from None
+    return folder
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

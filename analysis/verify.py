@@ -164,6 +164,7 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
         raise ValueError("no check providers to run")
     out = check_output_dir(out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
+    artifacts.prepare_outputs(out, ("report.md", "claims.csv"))  # fail before the checks; no stale report
     result = VerifyResult(mode, out)
     start, cpu = time.perf_counter(), time.process_time()
     for module in mods:

@@ -76,6 +76,9 @@ def task_slice(meta_batch: int, rank: int, world_size: int) -> range:
     return range(start, start + base + (rank < extra))
 
 
+_TIMEOUT_S = 300.0  # of the current process group (for messages); set by process_group
+
+
 def all_reduce_sum(tree: Params, group: Any = None) -> Params:
     """Sum a tree over all ranks with a single all-reduce of one flat buffer (same keys on every rank).
 
@@ -86,7 +89,12 @@ def all_reduce_sum(tree: Params, group: Any = None) -> Params:
     keys = list(tree)
     ref = tree[keys[0]]
     flat = torch.cat([tree[k].detach().reshape(-1).to(ref.dtype) for k in keys])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    try:
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    except RuntimeError as e:  # gloo: "Timed out waiting ...", or a peer that went away
+        if "time" in str(e).lower() or "connection" in str(e).lower():
+            raise _peers_missing("in an all-reduce", _TIMEOUT_S) from e
+        raise
     out, i = {}, 0
     for k in keys:
         v = tree[k]
@@ -110,23 +118,61 @@ def check_config(config: Any, world_size: int) -> None:
     task_slice(config.meta_batch, 0, world_size)
 
 
+#: seconds a rank waits for the others (to join, or in a collective) unless ``REPTILE_DIST_TIMEOUT`` says
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def timeout_from_env() -> float:
+    """``REPTILE_DIST_TIMEOUT`` in seconds (default :data:`DEFAULT_TIMEOUT_S`)."""
+    text = os.environ.get("REPTILE_DIST_TIMEOUT")
+    if text is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < float("inf"):
+        raise ValueError(f"REPTILE_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return v
+
+
+def _peers_missing(what: str, timeout_s: float) -> TimeoutError:
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    return TimeoutError(f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')} waited "
+                        f"{timeout_s:g} s for the other ranks {what} ({where}) and gave up; start every rank "
+                        f"(torchrun --nproc_per_node=N ... starts all N), check that none of them failed, or "
+                        f"raise REPTILE_DIST_TIMEOUT (seconds) for slow starts")
+
+
 @contextmanager
-def process_group(device: torch.device | str = "cpu", timeout_s: float = 1800.0) -> Iterator[DistContext | None]:
+def process_group(device: torch.device | str = "cpu", timeout_s: float | None = None) -> Iterator[DistContext | None]:
     """Join the process group that ``torchrun`` set up (env ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...).
 
     Yields ``None`` when not launched with more than one rank (nothing is initialized). Uses gloo for
     CPU devices and NCCL for CUDA; on CUDA sets this process's device to ``cuda:LOCAL_RANK``. The
     group is destroyed on exit, also after an exception.
+
+    ``timeout_s`` (default :func:`timeout_from_env`, 300 s) bounds the wait for the other ranks to
+    join and every collective; a rank left alone raises ``TimeoutError`` saying so, instead of
+    waiting torch's default 30 minutes in silence.
     """
     if not launched_distributed():
         yield None
         return
+    timeout_s = timeout_from_env() if timeout_s is None else timeout_s
     device = torch.device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, OSError) as e:  # DistStoreError / DistNetworkError on a missing peer
+        if "time" in str(e).lower() or type(e).__name__.startswith("Dist"):
+            raise _peers_missing("to join", timeout_s) from e
+        raise
+    global _TIMEOUT_S
+    _TIMEOUT_S = timeout_s
     try:
         yield DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     finally:

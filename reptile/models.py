@@ -129,6 +129,8 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 def seeded_init(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     """Build a model with torch's RNG seeded by ``seed``, leaving the global RNG state untouched."""
+    from .limits import check_model_size
+    check_model_size(build)  # counted on the meta device: a huge size is refused before it is allocated
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()

@@ -146,7 +146,9 @@ def restore(run: str | Path, build: Callable[[str, dict[str, Any]], Setup], fami
     if not isinstance(extra, dict) or "family" not in extra or not isinstance(extra.get("args"), dict):
         raise ValueError(f"{path} does not say which task family it was trained on and with which settings; "
                          f"it was not written by `reptile train`")
-    setup = build(extra["family"], extra["args"])
+    from .runfolder import safe_saved_args  # a checkpoint never chooses where files go
+
+    setup = build(extra["family"], safe_saved_args(extra["args"]))
     check_compatible(ckpt, setup.phi, setup.spec)
     like = next(iter(setup.phi.values()))
     phi = {k: v.to(like) for k, v in ckpt["params"].items()}

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from . import tree
 from .algorithms import ALGORITHMS, MIN_K, check_weights, meta_update
-from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import atomic_write_bytes, checkpoint_path, latest_checkpoint, save_checkpoint, validate_checkpoint
+from .runfolder import RunFolder, check_fresh_start, check_resume_settings, find_resume_checkpoint, prune_own_checkpoints
 from .inner import Adam, SGD, make_optimizer
 from .types import LossFn, Params, TaskSampler
 
@@ -85,8 +86,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ValueError(f"{name} must be a whole number, got {v!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2 ** 63:  # torch.manual_seed takes a 64-bit integer
+            raise ValueError(f"seed must be from 0 to 2**63-1, got {self.seed}")
         if self.inner_steps < MIN_K[self.algorithm]:
             raise ValueError(f"{self.algorithm} needs inner_steps >= {MIN_K[self.algorithm]}, got {self.inner_steps}")
         for name in ("inner_batch", "meta_batch", "iterations", "checkpoint_every", "log_every", "keep_checkpoints"):
@@ -118,7 +119,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: fields that may differ between a run and its resumption (they do not change the numbers)
+#: fields that may differ between a run and its resumption (they do not change the numbers); kept as
+#: an alias: :func:`reptile.runfolder.check_resume_settings` decides (``iterations`` may also be raised)
 RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "keep_checkpoints", "compile", "channels_last"}
 
 
@@ -176,6 +178,13 @@ class MetaTrainer:
         self.inner_state = self.optimizer.init(self.phi)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        #: the writer's hold on ``out_dir`` (ownership, lock, marker); see :mod:`reptile.runfolder`
+        self.folder = RunFolder(self.out_dir, "out_dir") if self.out_dir is not None and is_writer else None
+        self._resumed = False
+        #: the iteration of the last checkpoint this trainer wrote (None: none yet)
+        self.saved_iteration: int | None = None
+        #: notes on allowed setting changes made by the last :meth:`resume` (e.g. raised iterations)
+        self.resume_notes: list[str] = []
         self._outer = self._make_outer_optimizer()
         self._fast = None  # reptile.fast.make_meta_update(...) when a fast path is selected
         if config.compile or config.channels_last:
@@ -247,15 +256,20 @@ class MetaTrainer:
         if not (math.isfinite(first) and math.isfinite(last) and tree.all_finite(update)):
             raise TrainingDiverged(self._diverged_message(t, first, last))
         self._outer_step(update, t)
+        if not tree.all_finite(self.phi):  # a finite update can still overflow the parameters
+            raise TrainingDiverged(self._diverged_message(t, first, last, "parameters after the outer step"))
         self.iteration = t + 1
         return {"iteration": t + 1, "eps": epsilon(self.config, t), "loss_first": first, "loss_last": last}
 
-    def _diverged_message(self, t: int, first: float, last: float) -> str:
-        where = "no checkpoint was written"
-        if self.out_dir is not None and (found := latest_checkpoint(self.out_dir / "checkpoints")):
-            where = f"the last good checkpoint is {found[0]} (iteration {found[1]['iteration']})"
-        return (f"non-finite loss or update at iteration {t + 1} (inner loss first {first}, last {last}); "
-                f"training stopped; {where}. Lower the learning rates or check the data")
+    def _last_good(self) -> str:
+        """Where the last good checkpoint is, in words (loading refuses non-finite parameters)."""
+        if self.out_dir is not None and (found := latest_checkpoint(self.out_dir / "checkpoints", validate=True)):
+            return f"the last good checkpoint is {found[0]} (iteration {found[1]['iteration']})"
+        return "no checkpoint was written"
+
+    def _diverged_message(self, t: int, first: float, last: float, what: str = "loss or update") -> str:
+        return (f"non-finite {what} at iteration {t + 1} (inner loss first {first}, last {last}); "
+                f"training stopped; {self._last_good()}. Lower the learning rates or check the data")
 
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -266,14 +280,21 @@ class MetaTrainer:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore from a checkpoint; raises ``ValueError`` if it is from another model or config."""
+        validate_checkpoint(ckpt)
         check_compatible(ckpt, self.phi, self.model_spec)
-        saved = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE_CHANGES}
-        now = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES}
-        if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise ValueError(f"cannot resume: the checkpoint was trained with different settings for "
-                             f"{diff} (saved {[saved.get(k) for k in diff]}, now {[now[k] for k in diff]}); "
-                             f"pass the same settings or start in a new output folder")
+        now = self.config.to_dict()
+        notes = check_resume_settings(ckpt["config"], now, reached=int(ckpt["iteration"]),
+                                      anneal=self.config.anneal).notes
+        # settings outside the config that change the numbers (CLI flags: dtype, schedule, variant, ...)
+        saved_extra, now_extra = ckpt.get("extra") or {}, self.extra
+        for k in sorted(set(saved_extra) | set(now_extra)):
+            a, b = saved_extra.get(k), now_extra.get(k)
+            if k == "args" and isinstance(a, dict) and isinstance(b, dict):
+                check_resume_settings(a, b, reached=int(ckpt["iteration"]))
+            elif a != b:
+                raise ValueError(f"cannot resume: the run was trained with {k} {a!r}, now {b!r}; start a new run "
+                                 f"in another output folder")
+        self.resume_notes = notes
         like = next(iter(self.phi.values()))
         self.phi = {k: v.to(like) for k, v in ckpt["params"].items()}
         self.inner_state = _to_like(ckpt["inner_state"], like)
@@ -283,22 +304,62 @@ class MetaTrainer:
             self._outer.load_state_dict(ckpt["outer_state"])
         self.iteration = int(ckpt["iteration"])
 
+    def open_run_folder(self) -> None:
+        """Claim ``out_dir`` for this writer (see :mod:`reptile.runfolder`); idempotent, no-op for other ranks.
+
+        Raises:
+            reptile.runfolder.RunFolderError: a non-empty folder that is not a reptile-lab run, a
+                ``checkpoints`` entry that is a file, an unwritable folder.
+            reptile.runfolder.RunFolderBusy: another process is writing to it.
+        """
+        if self.folder is not None:
+            self.folder.acquire()
+
+    def close(self) -> None:
+        """Release ``out_dir`` (also done when :meth:`run` returns or raises)."""
+        if self.folder is not None:
+            self.folder.release()
+
     def save(self) -> Path | None:
+        """Write a checkpoint of the current iteration (writer only) and prune this run's older ones.
+
+        Raises:
+            TrainingDiverged: the parameters are not finite (nothing is written).
+        """
         if self.out_dir is None or not self.is_writer:
             return None
+        if not tree.all_finite(self.phi):
+            raise TrainingDiverged(f"refusing to checkpoint non-finite parameters at iteration {self.iteration}; "
+                                   f"{self._last_good()}. Lower the learning rates or check the data")
+        self.open_run_folder()
+        self.folder.mark()
         d = self.out_dir / "checkpoints"
         path = save_checkpoint(checkpoint_path(d, self.iteration), self.state_dict())
-        prune_checkpoints(d, self.config.keep_checkpoints)
+        self.saved_iteration = self.iteration
+        prune_own_checkpoints(d, self.config.keep_checkpoints, self.iteration)
         return path
 
     def resume(self) -> bool:
-        """Load the newest good checkpoint of ``out_dir`` if there is one; returns whether it did."""
+        """Load the newest good checkpoint of ``out_dir`` if there is one; returns whether it did.
+
+        Raises:
+            reptile.runfolder.RunFolderError: checkpoint files exist but none can be read (the run is
+                not started over), or the folder is not a reptile-lab run folder.
+            reptile.runfolder.RunFolderBusy: another process is writing to ``out_dir``.
+            ValueError: the checkpoint is of another model or was trained with other settings.
+        """
         if self.out_dir is None:
             raise ValueError("resume needs an output folder (out_dir)")
-        found = latest_checkpoint(self.out_dir / "checkpoints")
-        if found is None:
-            return False
-        self.load_state_dict(found[1])
+        self.open_run_folder()
+        try:
+            found = find_resume_checkpoint(self.out_dir)
+            if found is None:
+                return False
+            self.load_state_dict(found[1])
+        except BaseException:
+            self.close()  # a refused resume leaves the folder to others
+            raise
+        self._resumed = True
         if self.is_writer:
             _truncate_metrics(self.out_dir / "metrics.csv", self.iteration)
         return True
@@ -308,7 +369,8 @@ class MetaTrainer:
         if self.out_dir is None or not self.is_writer or not rows:
             return
         path = self.out_dir / "metrics.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.open_run_folder()
+        self.folder.mark()
         new = not path.exists()
         with path.open("a", newline="") as f:
             w = csv.writer(f)
@@ -328,10 +390,20 @@ class MetaTrainer:
         """
         cfg = self.config
         stop = cfg.iterations if until is None else min(until, cfg.iterations)
-        if self.iteration == 0 and stop > 0 and self.out_dir is not None and self.is_writer:
-            # a fresh start: rows left by an earlier attempt that never reached a checkpoint
-            # (killed, disk full) would otherwise be logged twice
-            _truncate_metrics(self.out_dir / "metrics.csv", 0)
+        self.open_run_folder()
+        try:
+            if self.iteration == 0 and stop > 0 and self.out_dir is not None and self.is_writer:
+                if not self._resumed:
+                    check_fresh_start(self.out_dir)  # never start over a run's checkpoints
+                # a fresh start: rows left by an earlier attempt that never reached a checkpoint
+                # (killed, disk full) would otherwise be logged twice
+                _truncate_metrics(self.out_dir / "metrics.csv", 0)
+            return self._run(progress, stop)
+        finally:
+            self.close()
+
+    def _run(self, progress: bool, stop: int) -> TrainResult:
+        cfg = self.config
         pending: list[dict[str, float]] = []
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, desc=cfg.algorithm,
                    dynamic_ncols=True)
@@ -368,11 +440,17 @@ def check_compatible(ckpt: dict[str, Any], phi: Params, model_spec: dict[str, An
         raise ValueError("the checkpoint holds no parameters")
     if model_spec is not None and ckpt.get("model_spec") not in (None, model_spec):
         raise ValueError(f"the checkpoint is of another model: {ckpt.get('model_spec')} (expected {model_spec})")
+    if not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise ValueError("the checkpoint's parameters are not all tensors; it was not written by reptile-lab")
     ours = {k: tuple(v.shape) for k, v in phi.items()}
     theirs = {k: tuple(v.shape) for k, v in saved.items()}
     if ours != theirs:
         diff = sorted(set(ours.items()) ^ set(theirs.items()))[:4]
         raise ValueError(f"the checkpoint is of another model: its parameters differ ({diff} ...)")
+    dtypes = {str(v.dtype) for v in saved.values()} - {str(v.dtype) for v in phi.values()}
+    if dtypes:
+        raise ValueError(f"the checkpoint holds {sorted(dtypes)} parameters, this model "
+                         f"{sorted({str(v.dtype) for v in phi.values()})}; pass the dtype it was trained with")
 
 
 def to_like(obj: Any, like: torch.Tensor) -> Any:

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    # which options were typed (``--resume`` reads the others back from the checkpoint)
+    from .parsing import explicit_options
+    args._given = explicit_options(parser, sys.argv[1:] if argv is None else [str(a) for a in argv])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 
 def _subparser_actions(parser: argparse.ArgumentParser) -> Iterator[argparse._SubParsersAction]:
@@ -80,3 +80,35 @@ def flag_words(message: str, parser: argparse.ArgumentParser) -> str:
     pattern = re.compile(r"(?<![\w/.\\-])(" + "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
                          + r")(?![\w/\\-]|\.\w)")
     return pattern.sub(lambda m: flags[m.group(1)], message)
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` names of the options actually typed in ``argv`` (not those left at their default).
+
+    Parses ``argv`` again with every default of ``parser`` (and of its sub-parsers) suppressed;
+    the parser's defaults are restored afterwards. Unknown arguments are ignored.
+    """
+    saved: list[tuple[argparse.Action, Any]] = []
+    positional: dict[str, Any] = {}
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for a in p._actions:  # argparse has no public way to list actions
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+            if not a.option_strings:  # positionals: argparse checks their default against their choices
+                positional[a.dest] = a.default
+                continue
+            saved.append((a, a.default))
+            a.default = argparse.SUPPRESS
+    saved_defaults = [(p, dict(p._defaults)) for p in _all_parsers(parser)]
+    try:
+        for p, _ in saved_defaults:
+            p._defaults.clear()
+        ns, _ = parser.parse_known_args(list(argv))
+    finally:
+        for a, d in saved:
+            a.default = d
+        for p, d in saved_defaults:
+            p._defaults.update(d)
+    return {k for k, v in vars(ns).items() if not (k in positional and v == positional[k])}

@@ -130,14 +130,41 @@ def config_from(args: argparse.Namespace) -> "TrainConfig":
 
 def _saved_args(args: argparse.Namespace) -> dict:
     skip = {"func", "out", "resume", "no_progress", "eval_tasks", "eval_seed", "command"}
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in skip and not k.startswith("_")}
+
+
+def _resume_settings(args: argparse.Namespace, out: Path) -> argparse.Namespace:
+    """With --resume: the run's settings read back from its checkpoint, with the flags typed now on top."""
+    from ..runfolder import check_resume_settings, find_resume_checkpoint, settings_from_checkpoint
+
+    found = find_resume_checkpoint(out)
+    if found is None:
+        return args
+    given = {k: getattr(args, k) for k in getattr(args, "_given", set(vars(args))) if not k.startswith("_")}
+    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items()}
+    r = check_resume_settings(settings_from_checkpoint(found[1]), given, reached=int(found[1]["iteration"]))
+    for k, v in r.settings.items():
+        setattr(args, k, v)
+    for note in r.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return args
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .. import distributed
+    from ..limits import check_device, check_seed, check_training_sizes
+    from ..runfolder import check_run_folder
 
     apply_threads(args.threads)
+    check_device(args.device)
+    check_seed(args.seed)
+    if args.resume:
+        fam = args.family or ("fewshot" if getattr(args, "preset", None) else "sine")
+        args.out = check_run_folder(args.out or Path("runs") / f"{fam}-{args.algorithm}-seed{args.seed}")
+        args = _resume_settings(args, args.out)
     args = resolve(args)
+    check_training_sizes(args)
     cfg = config_from(args)
     # -- distributed (torchrun with WORLD_SIZE > 1): split each meta-batch's tasks across ranks ----------
     distributed.check_config(cfg, distributed.world_size_from_env())
@@ -149,33 +176,44 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace, cfg: "TrainConfig", ctx: "distributed.DistContext | None") -> int:
     from .. import distributed
-    from ..checkpoint import latest_checkpoint
     from ..families import build_saved
     from ..fewshot.datasets import loading_progress
+    from ..runfolder import check_fresh_start, check_run_folder
     from ..setups import EvalOptions
     from ..train import MetaTrainer
 
     writer = ctx is None or ctx.is_writer
     progress = writer and not args.no_progress
     out = check_output_dir(args.out or Path("runs") / f"{args.family}-{args.algorithm}-seed{args.seed}")
+    if writer:  # before any work: another tool's folder, unusable checkpoints/, start over a run
+        check_run_folder(out)
+        if not args.resume:
+            check_fresh_start(out)
     with loading_progress(progress):
         setup = build_saved(args.family, vars(args))
-    if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
-        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
     trainer = MetaTrainer(setup.loss_fn, setup.phi, setup.sampler, cfg, out, model_spec=setup.spec,
                           extra={"family": args.family, "args": _saved_args(args)},
                           **distributed.trainer_kwargs(ctx, cfg.meta_batch))
-    if args.resume and trainer.resume() and writer:
-        print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
-    if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
-        trainer.run(progress=False)
-        return 0
-    before = setup.evaluate(setup.phi, EvalOptions(args.eval_tasks, args.eval_seed, progress=progress))
+    trainer.open_run_folder()  # one writer per run folder, held until training ends
+    try:
+        if args.resume and trainer.resume() and writer:
+            print(f"resumed {out} at iteration {trainer.iteration}/{cfg.iterations}", file=sys.stderr)
+        if not writer:  # other ranks only compute their tasks; rank 0 evaluates, prints and writes
+            trainer.run(progress=False)
+            return 0
+        before = setup.evaluate(setup.phi, EvalOptions(args.eval_tasks, args.eval_seed, progress=progress))
+    except BaseException:
+        trainer.close()
+        raise
     try:
         trainer.run(progress=progress)
     except KeyboardInterrupt:
-        print(f"interrupted at iteration {trainer.iteration}; checkpoint written to {out / 'checkpoints'}; "
-              f"continue with --resume", file=sys.stderr)
+        if trainer.saved_iteration == trainer.iteration:  # a second Ctrl-C can stop the checkpoint being written
+            where = f"checkpoint written to {out / 'checkpoints'}"
+        else:
+            where = (f"its checkpoint was NOT written (interrupted again while saving); the newest checkpoint in "
+                     f"{out / 'checkpoints'} is used")
+        print(f"interrupted at iteration {trainer.iteration}; {where}; continue with --resume", file=sys.stderr)
         raise
     after = setup.evaluate(trainer.phi, EvalOptions(args.eval_tasks, args.eval_seed, inner_state=trainer.inner_state,
                                                     progress=progress))

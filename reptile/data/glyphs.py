@@ -721,14 +721,28 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez_compressed`` but byte-reproducible (fixed zip timestamps), atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for key, arr in arrays.items():
+                    buf = io.BytesIO()
+                    np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    zf.writestr(info, buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:  # a full disk, an interrupt: no temporary is left for retries to add to
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write the glyph cache {path}: {exc.strerror or exc}; nothing was "
+                                     f"left behind (free some space, or set REPTILE_CACHE to another folder)") from exc
+        raise
+
+
+class GlyphCacheError(ValueError):
+    """A glyph cache file cannot be read (empty, truncated, corrupt)."""
 
 
 def _read_archive(path: Path, cfg: GlyphConfig, seed: int) -> GlyphArchive:
@@ -747,8 +761,9 @@ def _read_archive(path: Path, cfg: GlyphConfig, seed: int) -> GlyphArchive:
                 path=path,
                 from_cache=True,
             )
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"glyph cache {path} is unreadable ({exc}); rebuild it with rebuild=True") from exc
+    except Exception as exc:  # 0-byte, truncated, another program's file: np.load raises many kinds
+        raise GlyphCacheError(f"glyph cache {path} is unreadable ({type(exc).__name__}: {exc}); delete it, or "
+                              f"rebuild it (`reptile glyphs build --rebuild`, or rebuild=True)") from exc
 
 
 def build_glyphs(
@@ -786,7 +801,7 @@ def build_glyphs(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = root / f"glyphs-v{FORMAT_VERSION}-seed{seed}-{_cache_key(cfg, seed, files)}.npz"
     if path.exists() and not rebuild:
-        return _read_archive(path, cfg, seed)
+        return _read_archive(path, cfg, seed)  # GlyphCacheError (a ValueError) naming the file and the fix
     font_specs = find_fonts(files)
     images, codepoints, scripts, script_names, faces = _generate(font_specs, cfg, seed, progress)
     meta = {

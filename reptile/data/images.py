@@ -18,6 +18,7 @@ Conventions (shared with the official Reptile code, github.com/openai/supervised
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: the most pixels a dataset image may have (Pillow's own decompression-bomb threshold, about 89 million:
+#: dataset images are far smaller; Mini-ImageNet's originals are about 0.2 million)
+MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 __all__ = [
     "ImageClassDataset",
@@ -277,8 +282,17 @@ def load_image(
             raise ValueError(f"size must be a positive whole number or (width, height), got {size!r}")
     p = Path(path)
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img_file = Image.open(p)
+        with img_file as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:  # checked from the header, before anything is decoded
+                raise ImageLoadError(f"cannot read image {p}: it has {w} x {h} pixels, more than the {MAX_PIXELS:,} "
+                                     f"an image of a dataset may have (a decompression bomb, or not a dataset "
+                                     f"image); resize it or remove it from the folder")
             img.load()  # decode now: truncation and corruption surface here, not later
+            img = ImageOps.exif_transpose(img)  # as a viewer shows it: EXIF orientation applied
             img = _to_8bit(img, p)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
@@ -294,6 +308,9 @@ def load_image(
         raise
     except FileNotFoundError as exc:
         raise ImageLoadError(f"image file not found: {p}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"cannot read image {p}: it is too large to decode safely ({exc}); resize it or "
+                             f"remove it from the folder") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"cannot read image {p}: {type(exc).__name__}: {exc}") from exc
     if dtype == "uint8":
