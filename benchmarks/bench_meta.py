@@ -63,11 +63,14 @@ VARIANTS = {  # name -> TrainConfig overrides
 OUTER_EPS = 1.0
 
 
-def make_tasks(setting: dict, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_tasks(setting: dict, seed: int = 0, device: str = "cpu",
+               meta_batch: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``meta_batch`` tasks (default the setting's) of k synthetic minibatches, drawn on the CPU then moved."""
     g = torch.Generator().manual_seed(seed)
     k, b = setting["k"], setting["batch"]
-    return [(torch.rand(k, b, *setting["shape"], generator=g), torch.randint(0, 5, (k, b), generator=g))
-            for _ in range(setting["meta_batch"])]
+    return [(torch.rand(k, b, *setting["shape"], generator=g).to(device),
+             torch.randint(0, 5, (k, b), generator=g).to(device))
+            for _ in range(meta_batch or setting["meta_batch"])]
 
 
 def reference_first_order(model: nn.Module, tasks: list, algorithm: str, lr: float) -> Callable[[], None]:
