@@ -62,6 +62,9 @@ AUTO_COMPILE_MIN_PARAMS = 25_000
 #: MAML's whole differentiable update in 7-8 minutes, so it stays eager unless asked)
 AUTO_COMPILE_ALGORITHMS = ("reptile", "fomaml", "combination")
 FastSetting = bool | str  # True, False or "auto"
+#: keyword arguments of ``torch.compile`` that every compiled update uses unless ``compile_options``
+#: overrides them (tests set ``{"backend": "eager"}`` to check the machinery without compiling C++)
+COMPILE_OPTIONS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -227,10 +230,19 @@ class FastMetaUpdate:
         except Exception as e:  # noqa: BLE001 - anything the compiler raises; the eager rerun re-raises real errors
             out = self._eager(phi, batches, state, weights=weights)  # raises if the inputs themselves are bad
             self._compiled = None
-            self.fallback_reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            self.fallback_reason = _describe(e)
             warnings.warn(f"torch.compile failed ({self.fallback_reason}); continuing with the eager path, "
                           f"which gives the same numbers more slowly", RuntimeWarning, stacklevel=3)
             return out
+
+
+def _describe(e: BaseException) -> str:
+    """``Type: first line`` of an exception and of the compiler's error inside it (dynamo wraps it)."""
+    def line(x: BaseException) -> str:
+        text = next((ln.strip() for ln in str(x).splitlines() if ln.strip()), "")
+        return f"{type(x).__name__}: {text[:240]}"
+    inner = getattr(e, "inner_exception", None) or e.__cause__
+    return line(e) + (f" <- {line(inner)}" if inner is not None and inner is not e else "")
 
 
 def _stepwise(name: str, step: Step, phi: Params, batches: Batch, state: State,
@@ -270,7 +282,7 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
         ValueError: unknown algorithm name.
     """
     _check(name, (torch.zeros(2, 1), torch.zeros(2, 1)))  # validates the name only
-    opts = {"dynamic": False, **(compile_options or {})}
+    opts = {"dynamic": False, **COMPILE_OPTIONS, **(compile_options or {})}
 
     def layout(phi: Params, batches: Batch, state: State | None) -> tuple[Params, Batch, State | None]:
         if channels_last:
