@@ -3,6 +3,9 @@
 Suites (each figure a ratio to a baseline measured in the same process, interleaved; medians over
 repeats after warm-up; see ``benchmarks/common.py``):
 
+* ``default``: what a user gets without flags (``TrainConfig()``: compile/channels_last "auto") at
+  the paper's Omniglot 5-way settings against the plain PyTorch loop, at 1 and 2 threads in one
+  interleaved comparison (``bench_meta.run_default``); also written to ``results/default.csv``;
 * ``meta``: one meta-iteration of Reptile, FOMAML and MAML at the paper's Omniglot 5-way and
   Mini-ImageNet settings against the straightforward PyTorch loop (``bench_meta.py``);
 * ``parallel``: the same Omniglot meta-iteration with its tasks split over 2 single-threaded
@@ -35,7 +38,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 from benchmarks import bench_avggradinner, bench_memory, bench_meta  # noqa: E402
 from benchmarks.common import fmt_table, machine  # noqa: E402
 
-SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp")
+SUITES = ("default", "meta", "parallel", "avggradinner", "memory", "hvp")
 HERE = Path(__file__).resolve().parent
 
 
@@ -52,6 +55,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:i]: the meta and hvp suites run there (default, parallel, "
+                        "avggradinner and memory are CPU measurements)")
+    p.add_argument("--default-threads", default="1,2", help="default suite: thread counts (default 1,2)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="folder for the CSV and JSON")
     return p.parse_args(argv)
 
@@ -75,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     extra: dict[str, float] = {}
     t0 = time.time()
+    if "default" in suites:
+        log("== the default path (TrainConfig() as it comes) vs the plain PyTorch loop, Omniglot 5-way, Reptile")
+        threads = tuple(int(n) for n in args.default_threads.split(","))
+        drows = bench_meta.run_default(reps, threads, log)
+        rows += drows
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / f"default{'-quick' if args.quick else ''}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in drows for k in r)))
+            w.writeheader()
+            w.writerows(drows)
+        for r in drows:
+            if r["candidate"] == "default":
+                extra[f"default_ratio_wall_{r['threads']}_threads"] = r["ratio_wall"]
+        torch.set_num_threads(args.threads)
     if "meta" in suites:
         settings = (args.settings or ("omniglot" if args.quick else "omniglot,miniimagenet")).split(",")
         repeats = {"omniglot": reps, "miniimagenet": max(3, reps // 2)}
@@ -82,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         for setting in settings:
             variants = (args.variants or ("eager,channels_last,vmap" if args.quick else
                                           ",".join(bench_meta.VARIANTS) if setting == "omniglot" else
-                                          "eager,channels_last,compile+channels_last")).split(",")
-            rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log)
+                                          "default,eager,channels_last,compile+channels_last")).split(",")
+            rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log, args.device)
     if "parallel" in suites:
         log("== both cores: the meta-batch split over 2 single-threaded processes vs the reference with 2 threads")
         pv = (args.variants or ("eager" if args.quick else "eager,compile+channels_last")).split(",")
@@ -103,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            cmd = [sys.executable, "-m", "benchmarks.bench_hvp"]
+            cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--device", args.device]
             if args.quick and "--quick" in hvp.read_text():
                 cmd.append("--quick")
             rc = subprocess.call(cmd, cwd=HERE.parent)
@@ -115,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     info["minutes"] = round((time.time() - t0) / 60, 1)
     info.update(extra)
     if rows:
-        cols = ["suite", "setting", "algorithm", "k", "candidate", "baseline", "ratio_cpu", "ratio_wall",
+        cols = ["suite", "setting", "algorithm", "k", "threads", "candidate", "baseline", "ratio_cpu", "ratio_wall",
                 "cpu_ms", "speedup_cpu", "samples_per_s_cpu", "peak_alloc_mib", "rss_growth_mib", "first_call_s"]
         cols = [c for c in cols if any(c in r for r in rows)]
         log("\n" + fmt_table(rows, cols))
