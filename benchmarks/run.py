@@ -56,8 +56,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
     p.add_argument("--device", default="cpu",
-                   help="cpu (default) or cuda[:i]: the meta and hvp suites run there (default, parallel, "
-                        "avggradinner and memory are CPU measurements)")
+                   help="cpu (default) or cuda[:i]: the meta, avggradinner, memory and hvp suites run there "
+                        "(default and parallel are CPU-thread measurements)")
     p.add_argument("--default-threads", default="1,2", help="default suite: thread counts (default 1,2)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="folder for the CSV and JSON")
     return p.parse_args(argv)
@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_meta.run_parallel(["omniglot"], args.algorithms.split(","), pv, reps, 2, log)
     if "avggradinner" in suites:
         log("== AvgGradInner (Hbar_2 gbar_1) samples per second: vmap+jvp vs naive double backward")
-        rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log)
+        rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log, args.device)
     if "memory" in suites:
         log("== time and peak memory against k (Omniglot CNN, SGD inner loop)")
-        mem_rows, slopes = bench_memory.run(args.quick, reps, log)
+        mem_rows, slopes = bench_memory.run(args.quick, reps, log, args.device)
         rows += mem_rows
         extra.update(slopes)
         log(f"  MAML memory slope: {slopes['maml_peak_alloc_mib_per_step']:.2f} MiB per inner step (profiler peak), "
