@@ -24,13 +24,18 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks import bench_meta
 from reptile.models import seeded_init
 
-#: (category, operator names without the ``aten::`` prefix, or name prefixes ending in ``*``), first match wins
+#: (category, operator names without the ``aten::`` prefix, name prefixes ending in ``*``, or substrings of the
+#: event name starting with ``~``), first match wins
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("convolution backward", ("convolution_backward", "mkldnn_convolution_backward*", "_slow_conv2d_backward",
                               "convolution_backward_overrideable")),
     ("convolution forward", ("convolution", "_convolution", "conv2d", "mkldnn_convolution", "_slow_conv2d_forward",
                              "convolution_overrideable", "_mkldnn_convolution*")),
-    ("compiled fused kernels (BN, ReLU, CE, Adam, update)", ("cpp_fused*", "triton_*", "kernel_cpp*")),
+    ("compiled fused kernels (BN, ReLU, CE, Adam, update)", ("~cpp_fused", "~triton_", "~kernel_cpp")),
+    ("torch.compile call overhead (guards, wrappers)", ("~TorchDynamo Cache Lookup", "~Call CompiledFxGraph",
+                                                         "~Torch-Compiled Region", "~AOTDispatcher", "~Pregraph bytecode",
+                                                         "~CompiledFunction")),
+    ("Python optimizer bookkeeping (torch.optim)", ("~Optimizer.step", "~Optimizer.zero_grad")),
     ("batch norm", ("batch_norm", "native_batch_norm", "native_batch_norm_backward", "_batch_norm_impl_index",
                     "_batch_norm_impl_index_backward", "_native_batch_norm_legit*", "_batch_norm_with_update*",
                     "batch_norm_backward", "cudnn_batch_norm*")),
@@ -53,6 +58,10 @@ def categorize(name: str) -> str:
     op = name.split("::", 1)[1] if "::" in name else name
     for cat, keys in CATEGORIES:
         for k in keys:
+            if k.startswith("~"):
+                if k[1:] in name:
+                    return cat
+                continue
             if op == k or (k.endswith("*") and op.startswith(k[:-1])) or (k.endswith("*") and name.startswith(k[:-1])):
                 return cat
     return "other operators"
@@ -88,7 +97,7 @@ def profile_fn(fn: Callable[[], object], iterations: int, device: str, verbose: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_meta", description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="reference,eager,compile+channels_last,default",
+    p.add_argument("--variants", default="reference,eager,default",
                    help=f"reference and/or engine paths among {','.join(bench_meta.VARIANTS)}")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
