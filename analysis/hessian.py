@@ -152,10 +152,10 @@ class _CompiledHVP:
     """``(phi, batch, v) -> H v``: a ``torch.compile``-d channels-last reverse-over-reverse product;
     returns ``None`` (after a ``RuntimeWarning``, once) if compiling fails, so the caller runs eagerly."""
 
-    def __init__(self, loss_fn: LossFn) -> None:
-        from reptile.fast import COMPILE_OPTIONS, channels_last_images, channels_last_params
+    def __init__(self, loss_fn: LossFn, device: torch.device) -> None:
+        from reptile.fast import channels_last_images, channels_last_params, compile_kwargs
         self._cl_params, self._cl_images = channels_last_params, channels_last_images
-        self._fn = torch.compile(hvp_fn(loss_fn, "rev-rev"), **{"dynamic": False, **COMPILE_OPTIONS})
+        self._fn = torch.compile(hvp_fn(loss_fn, "rev-rev"), **compile_kwargs(device))
         self.failed: str | None = None
 
     def __call__(self, phi: Params, batch: Batch, v: Params) -> Params | None:
@@ -190,7 +190,7 @@ def _compiled_hvp(loss_fn: LossFn, phi: Params) -> _CompiledHVP | None:
     try:
         op = _COMPILED_HVPS.get(loss_fn)
         if op is None:
-            op = _COMPILED_HVPS[loss_fn] = _CompiledHVP(loss_fn)
+            op = _COMPILED_HVPS[loss_fn] = _CompiledHVP(loss_fn, ref.device)
     except TypeError:  # a loss that cannot be weakly referenced: compile per call would not pay
         return None
     return op

@@ -65,6 +65,22 @@ FastSetting = bool | str  # True, False or "auto"
 #: keyword arguments of ``torch.compile`` that every compiled update uses unless ``compile_options``
 #: overrides them (tests set ``{"backend": "eager"}`` to check the machinery without compiling C++)
 COMPILE_OPTIONS: dict[str, Any] = {}
+#: inductor options of the compiled inner step on a CPU: the C++ wrapper calls the graph's kernels
+#: from C++ instead of a generated Python function (measured 0.70x against 0.78x the plain loop for
+#: the Omniglot meta-iteration, same numbers; the first compile takes ~30% longer)
+CPU_INDUCTOR_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
+
+
+def compile_kwargs(device: torch.device | str | None = None, inductor_options: bool = True,
+                   **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of ``torch.compile`` for a fast path on ``device`` (``None``: the CPU):
+    ``dynamic=False``, :data:`COMPILE_OPTIONS`, then ``overrides``; with inductor (no other backend
+    named) on a CPU, also :data:`CPU_INDUCTOR_OPTIONS`."""
+    kw: dict[str, Any] = {"dynamic": False, **COMPILE_OPTIONS, **overrides}
+    if (inductor_options and kw.get("backend", "inductor") == "inductor" and "mode" not in kw
+            and torch.device(device or "cpu").type == "cpu"):
+        kw["options"] = {**CPU_INDUCTOR_OPTIONS, **kw.get("options", {})}
+    return kw
 
 
 @dataclass(frozen=True)
@@ -263,7 +279,8 @@ def _stepwise(name: str, step: Step, phi: Params, batches: Batch, state: State,
 
 
 def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compile: bool = False,
-                     channels_last: bool = False, compile_options: dict[str, Any] | None = None) -> FastMetaUpdate:
+                     channels_last: bool = False, compile_options: dict[str, Any] | None = None,
+                     device: torch.device | str | None = None) -> FastMetaUpdate:
     """A function ``f(phi, batches, state=None, *, weights=None) -> (u, state, losses)`` equal to
     ``reptile.algorithms.meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights)``.
 
@@ -276,13 +293,15 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
             and continues eagerly (:class:`FastMetaUpdate`).
         channels_last: lay image batches and convolution weights out channels-last.
         compile_options: extra keyword arguments of ``torch.compile`` (e.g. ``{"backend": "eager"}``).
+        device: where the parameters live (``None``: the CPU); selects :data:`CPU_INDUCTOR_OPTIONS`
+            for the compiled inner step on a CPU.
     Returns:
         A :class:`FastMetaUpdate`; ``u`` comes back in the default memory format.
     Raises:
         ValueError: unknown algorithm name.
     """
     _check(name, (torch.zeros(2, 1), torch.zeros(2, 1)))  # validates the name only
-    opts = {"dynamic": False, **COMPILE_OPTIONS, **(compile_options or {})}
+    opts = compile_kwargs(device, False, **(compile_options or {}))
 
     def layout(phi: Params, batches: Batch, state: State | None) -> tuple[Params, Batch, State | None]:
         if channels_last:
@@ -315,7 +334,7 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
         return FastMetaUpdate(run_whole, eager)
 
     # step by step: one compiled inner step (gradient and optimizer update in one graph)
-    step = torch.compile(make_step(loss_fn, optimizer), **opts)
+    step = torch.compile(make_step(loss_fn, optimizer), **compile_kwargs(device, True, **(compile_options or {})))
     lr = optimizer.lr
 
     def run_steps(phi: Params, batches: Batch, state: State | None = None, *,

@@ -190,7 +190,8 @@ class MetaTrainer:
                                           config.batching)
         if config.batching == "loop" and (self.fast_path.compile or self.fast_path.channels_last):
             self._fast = make_meta_update(config.algorithm, loss_fn, self.optimizer, compile=self.fast_path.compile,
-                                          channels_last=self.fast_path.channels_last)
+                                          channels_last=self.fast_path.channels_last,
+                                          device=next(iter(self.phi.values())).device)
 
     # -- outer optimizer -------------------------------------------------------------------
     def _make_outer_optimizer(self) -> torch.optim.Optimizer | None:
@@ -241,6 +242,12 @@ class MetaTrainer:
             total = u if total is None else tree.add(total, u)
             all_losses.append(losses)
         return total, torch.stack(all_losses)
+
+    @property
+    def first_call_seconds(self) -> dict[tuple, float]:
+        """Wall time of the first task update of every input shape on the fast path (mostly compilation:
+        the "time to first iteration"); empty on the eager path."""
+        return dict(self._fast.first_call_seconds) if self._fast is not None else {}
 
     def _parallel_tasks(self, batches: list) -> bool:
         """Whether to compute the tasks concurrently, one per intra-op thread (see
