@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for a in bench_memory.ALGORITHMS:
             rows.append({"section": "memory_slope", "setting": "omniglot_cnn", "candidate": a,
                          "peak_mib_per_step": slopes[f"{a}_peak_alloc_mib_per_step"],
-                         "ms_per_step": slopes[f"{a}_cpu_ms_per_step"]})
+                         "cpu_ms_per_step": slopes[f"{a}_cpu_ms_per_step"]})
         log(f"  MAML peak memory slope: {slopes['maml_peak_alloc_mib_per_step']:.2f} MiB per inner step; "
             f"Reptile {slopes['reptile_peak_alloc_mib_per_step']:.3f}")
     df = pd.DataFrame(rows)

@@ -16,8 +16,9 @@ repeats after warm-up; see ``benchmarks/common.py``):
   (``bench_memory.py``);
 * ``hvp``: HVP time over gradient time (``bench_hvp.py``, run as its own process when present).
 
-Writes ``benchmarks/results/results[-quick].csv`` (one row per candidate) and
-``benchmarks/results/machine[-quick].json`` (CPU, threads, torch, date, load average before and after).
+Writes ``benchmarks/results/results[-quick][-SUITES].csv`` (one row per candidate; ``-SUITES`` when
+``--only`` names a subset, so that a partial run does not replace the full table) and
+``benchmarks/results/machine[-quick][-SUITES].json`` (CPU, threads, torch, date, load average before and after).
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         cols = [c for c in cols if any(c in r for r in rows)]
         log("\n" + fmt_table(rows, cols))
         args.out.mkdir(parents=True, exist_ok=True)
-        tag = "-quick" if args.quick else ""
+        tag = ("-quick" if args.quick else "") + ("" if set(suites) == set(SUITES) else "-" + "-".join(suites))
         keys = list(dict.fromkeys(k for r in rows for k in r))
         with open(args.out / f"results{tag}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
