@@ -27,9 +27,9 @@ from reptile.models import seeded_init
 #: (category, operator names without the ``aten::`` prefix, name prefixes ending in ``*``, or substrings of the
 #: event name starting with ``~``), first match wins
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("convolution backward", ("convolution_backward", "mkldnn_convolution_backward*", "_slow_conv2d_backward",
+    ("convolution backward", ("~aoti_torch_cpu_convolution_backward", "convolution_backward", "mkldnn_convolution_backward*", "_slow_conv2d_backward",
                               "convolution_backward_overrideable")),
-    ("convolution forward", ("convolution", "_convolution", "conv2d", "mkldnn_convolution", "_slow_conv2d_forward",
+    ("convolution forward", ("~aoti_torch_cpu_convolution", "convolution", "_convolution", "conv2d", "mkldnn_convolution", "_slow_conv2d_forward",
                              "convolution_overrideable", "_mkldnn_convolution*")),
     ("compiled fused kernels (BN, ReLU, CE, Adam, update)", ("~cpp_fused", "~triton_", "~kernel_cpp")),
     ("torch.compile call overhead (guards, wrappers)", ("~TorchDynamo Cache Lookup", "~Call CompiledFxGraph",
@@ -39,7 +39,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("batch norm", ("batch_norm", "native_batch_norm", "native_batch_norm_backward", "_batch_norm_impl_index",
                     "_batch_norm_impl_index_backward", "_native_batch_norm_legit*", "_batch_norm_with_update*",
                     "batch_norm_backward", "cudnn_batch_norm*")),
-    ("linear / matmul", ("addmm", "mm", "bmm", "linear", "matmul")),
+    ("linear / matmul", ("~aoti_torch_cpu_mm", "~aoti_torch_cpu_addmm", "addmm", "mm", "bmm", "linear", "matmul")),
     ("loss (log-softmax, NLL)", ("log_softmax", "_log_softmax", "_log_softmax_backward_data", "nll_loss",
                                  "nll_loss_forward", "nll_loss_backward", "cross_entropy_loss", "nll_loss_nd")),
     ("ReLU", ("relu", "relu_", "threshold_backward", "clamp_min")),
