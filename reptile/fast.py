@@ -340,7 +340,6 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
 
     # step by step: one compiled inner step (gradient and optimizer update in one graph)
     step = torch.compile(make_step(loss_fn, optimizer), **compile_kwargs(device, True, **(compile_options or {})))
-    lr = optimizer.lr
 
     def run_steps(phi: Params, batches: Batch, state: State | None = None, *,
                   weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
