@@ -2,7 +2,7 @@
 
 Public entry points (see each module for shapes and equations):
 
-* ``analysis.hvp(loss_fn, phi, batch, v, method="fwd-rev")``, ``hvp_fn`` (reusable, compilable) and
+* ``analysis.hvp(loss_fn, phi, batch, v, method="auto")``, ``hvp_fn`` (reusable, compilable) and
   :class:`HVPOperator`,
   ``dense_hessian``, ``hessian_operator``, ``top_eigenvalues``, ``power_iteration``,
   ``third_derivative`` (module :mod:`analysis.hessian`);

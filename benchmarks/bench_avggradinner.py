@@ -74,21 +74,24 @@ def vectorized(model: nn.Module, criterion: str, samples: tuple[torch.Tensor, ..
     return estimate
 
 
-def run(models: list[str], repeats: int, quick: bool = False, log: Callable[[str], None] = print) -> list[dict]:
+def run(models: list[str], repeats: int, quick: bool = False, log: Callable[[str], None] = print,
+        device: str = "cpu") -> list[dict]:
     rows = []
     for name in models:
         spec = MODELS[name]
         n = max(2, spec["samples"] // (4 if quick else 1))
-        model = seeded_init(0, spec["model"])
-        samples = make_samples(spec, n)
+        model = seeded_init(0, spec["model"]).to(device)
+        samples = tuple(t.to(device) for t in make_samples(spec, n))
         cands = {"naive": naive(model, spec["criterion"], samples),
                  "vmap_jvp": vectorized(model, spec["criterion"], samples)}
         a, b = cands["naive"](), cands["vmap_jvp"]()
         rel = float(torch.sqrt(sum(((u - v) ** 2).sum() for u, v in zip(a, b)))
                     / torch.sqrt(sum((u ** 2).sum() for u in a)))
+        if device.startswith("cuda"):  # time the kernels, not their launch
+            cands = {c: (lambda f=f: (f(), torch.cuda.synchronize())) for c, f in cands.items()}
         res = compare(cands, "naive", repeats, warmup=1)
         for c, t in res.items():
-            rows.append({"suite": "avg_grad_inner", "setting": name, "algorithm": "Hbar_2 gbar_1", "candidate": c,
+            rows.append({"suite": "avg_grad_inner", "device": device, "setting": name, "algorithm": "Hbar_2 gbar_1", "candidate": c,
                          "baseline": "naive", "ratio_cpu": t.ratio_cpu, "ratio_wall": t.ratio_wall,
                          "ratio_cpu_iqr_half": t.spread(), "cpu_ms": t.cpu_s * 1e3, "wall_ms": t.wall_s * 1e3,
                          "samples": n, "samples_per_s_cpu": n / t.cpu_s, "speedup_cpu": 1 / t.ratio_cpu,

@@ -1,9 +1,13 @@
 """Benchmark: Hessian-vector product time over gradient time, for the sine MLP and the Omniglot CNN.
 
-For each model, one minibatch, and each variant, the median wall time over ``--repeats`` runs
-after ``--warmup`` runs (each run synchronizes the device):
+For each model, one minibatch, and each variant: ``--repeats`` interleaved rounds after ``--warmup``
+(``reptile.profiling.compare``), the median of the paired ratio to the same round's gradient, in CPU
+time on a CPU (other users' load does not inflate it) and in wall time on a GPU (each run synchronizes):
 
 * ``grad``              -- ``torch.func.grad(loss)(phi, batch)``, the baseline (ratio 1);
+* ``hvp (default)``     -- ``analysis.hvp(loss_fn, phi, batch, v)`` as it comes (``method="auto"``:
+  plain-autograd reverse-over-reverse; compiled channels-last for paper-size CNNs, its one-time
+  compilation done in the warm-up and reported as ``compile_s``);
 * ``hvp fwd-rev``       -- ``analysis.hvp(..., method="fwd-rev")``: ``jvp`` of ``grad``, gradient included;
 * ``hvp rev-rev``       -- ``analysis.hvp(..., method="rev-rev")``: ``vjp`` of ``grad``, gradient included;
 * ``product rev-rev``   -- ``HVPOperator(method="rev-rev")(v)``: one more product once the gradient
@@ -36,6 +40,7 @@ import torch
 from torch.func import grad
 
 from analysis import artifacts
+from reptile.profiling import compare
 from analysis.hessian import HVPOperator, hvp, hvp_fn
 from reptile.losses import make_loss, params_of
 from reptile.models import MLP, OmniglotCNN
@@ -89,20 +94,31 @@ def run(repeats: int, warmup: int, device: str, models: list[str], compile_: boo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             op_rr, op_fr = HVPOperator(f, phi, batch, "rev-rev"), HVPOperator(f, phi, batch, "fwd-rev")
+            tic = time.perf_counter()
+            hvp(f, phi, batch, v)
+            _sync(device)
+            first_default = time.perf_counter() - tic
             variants = {
                 "grad": lambda: grad(f)(phi, batch),
+                "hvp (default)": lambda: hvp(f, phi, batch, v),
                 "hvp fwd-rev": lambda: hvp(f, phi, batch, v, "fwd-rev"),
                 "hvp rev-rev": lambda: hvp(f, phi, batch, v, "rev-rev"),
                 "product rev-rev": lambda: op_rr(v),
                 "product fwd-rev": lambda: op_fr(v),
                 "build rev-rev": lambda: HVPOperator(f, phi, batch, "rev-rev"),
             }
-            base = None
-            for variant, fn in variants.items():
-                med, iqr = median_time(fn, repeats, warmup, device)
-                base = med if variant == "grad" else base
-                rows.append(dict(model=name, variant=variant, median_ms=med * 1e3, iqr_ms=iqr * 1e3,
-                                 ratio_to_grad=med / base, repeats=repeats))
+            # interleaved rounds, paired ratios to the same round's gradient (reptile.profiling.compare):
+            # CPU time on a CPU (robust to other users' load), wall time with synchronization on a GPU
+            cands = {n: ((lambda fn=fn: (fn(), _sync(device))) if device.startswith("cuda") else fn)
+                     for n, fn in variants.items()}
+            res = compare(cands, "grad", repeats, warmup=warmup)
+            cpu = not device.startswith("cuda")
+            for variant, t in res.items():
+                rows.append(dict(model=name, variant=variant, median_ms=(t.cpu_s if cpu else t.wall_s) * 1e3,
+                                 ratio_iqr_half=t.spread(),
+                                 ratio_to_grad=t.ratio_cpu if cpu else t.ratio_wall, repeats=repeats,
+                                 **({"compile_s": first_default} if variant == "hvp (default)" else {})))
+            base = (res["grad"].cpu_s if cpu else res["grad"].wall_s)
             t = time.perf_counter()
             HVPOperator(f, phi, batch, "fwd-rev")
             build = time.perf_counter() - t
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(df.drop(columns=["device", "repeats"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"\n{df.device.iloc[0]}, torch {torch.__version__}, median of {args.repeats} after {args.warmup} "
           f"warm-up runs; CSV: {args.out}")
+    for _, r in df[df.variant == "hvp (default)"].iterrows():
+        print(f"HVP/grad (default analysis.hvp): {r.ratio_to_grad:.2f}x  {r.model}")
     return 0
 
 

@@ -108,23 +108,41 @@ def slope(ks: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.asarray(ks, float), np.asarray(values, float), 1)[0]) if len(ks) >= 2 else float("nan")
 
 
-def run(quick: bool, repeats: int, log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, float]]:
-    ks = list(QUICK_KS if quick else KS)
+def cuda_peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak CUDA memory allocated during ``fn`` above what was allocated when it started (bytes)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - start)
+
+
+def run(quick: bool, repeats: int, log: Callable[[str], None] = print, device: str = "cpu",
+        ks: list[int] | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Time and peak memory against k. On a GPU the peak is ``torch.cuda.max_memory_allocated``
+    (above the start) and the resident-set measurement is skipped."""
+    cuda = device.startswith("cuda")
+    ks = list(ks or (QUICK_KS if quick else KS))
     loss_fn, phi, xs, ys = setup(max(ks))
+    phi = {n: v.to(device) for n, v in phi.items()}
+    xs, ys = xs.to(device), ys.to(device)
     rows = []
     for k in ks:
         batches = (xs[:k], ys[:k])
-        cands = {a: (lambda a=a: meta_gradient(a, loss_fn, phi, batches, ALPHA)) for a in ALGORITHMS if valid(a, k)}
+        cands = {a: (lambda a=a: (meta_gradient(a, loss_fn, phi, batches, ALPHA),
+                                  torch.cuda.synchronize() if cuda else None))
+                 for a in ALGORITHMS if valid(a, k)}
         res = compare(cands, "reptile", repeats, warmup=1)
         for a in cands:
-            peak = peak_alloc_bytes(cands[a])
-            rows.append({"suite": "memory_vs_k", "setting": "omniglot_cnn", "algorithm": a, "k": k,
+            peak = cuda_peak_bytes(cands[a], device) if cuda else peak_alloc_bytes(cands[a])
+            rows.append({"suite": "memory_vs_k", "device": device, "setting": "omniglot_cnn", "algorithm": a, "k": k,
                          "candidate": a, "baseline": "reptile (same k)", "ratio_cpu": res[a].ratio_cpu,
                          "ratio_wall": res[a].ratio_wall, "cpu_ms": res[a].cpu_s * 1e3,
                          "wall_ms": res[a].wall_s * 1e3, "peak_alloc_mib": peak / MIB, "repeats": repeats})
             log(f"  k={k:<3} {a:<8} {res[a].cpu_s * 1e3:8.1f} ms cpu ({res[a].ratio_cpu:5.2f}x Reptile)  "
                 f"peak alloc {peak / MIB:7.2f} MiB")
-    for a in ALGORITHMS:
+    for a in () if cuda else ALGORITHMS:
         growth = rss_growth(a, ks)
         for r in rows:
             if r["algorithm"] == a and r["k"] in growth:
@@ -134,7 +152,7 @@ def run(quick: bool, repeats: int, log: Callable[[str], None] = print) -> tuple[
     for a in ALGORITHMS:
         mine = [r for r in rows if r["algorithm"] == a]
         slopes[f"{a}_peak_alloc_mib_per_step"] = slope([r["k"] for r in mine], [r["peak_alloc_mib"] for r in mine])
-        slopes[f"{a}_rss_mib_per_step"] = slope([r["k"] for r in mine if "rss_growth_mib" in r],
+        slopes[f"{a}_rss_mib_per_step"] = float("nan") if cuda else slope([r["k"] for r in mine if "rss_growth_mib" in r],
                                                 [r["rss_growth_mib"] for r in mine if "rss_growth_mib" in r])
         slopes[f"{a}_cpu_ms_per_step"] = slope([r["k"] for r in mine], [r["cpu_ms"] for r in mine])
     return rows, slopes

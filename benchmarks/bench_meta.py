@@ -33,6 +33,7 @@ the paper's persistent Adam moments).
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from typing import Callable
 
@@ -54,20 +55,24 @@ SETTINGS = {
                          batch=10, adam_lr=1e-3, sgd_lr=0.01),
 }
 VARIANTS = {  # name -> TrainConfig overrides
-    "eager": {},
-    "channels_last": {"channels_last": True},
-    "compile": {"compile": True},
+    "default": {},  # compile="auto", channels_last="auto": what a user gets without flags
+    "eager": {"compile": False, "channels_last": False},
+    "channels_last": {"compile": False, "channels_last": True},
+    "compile": {"compile": True, "channels_last": False},
     "compile+channels_last": {"compile": True, "channels_last": True},
     "vmap": {"batching": "vmap"},
 }
 OUTER_EPS = 1.0
 
 
-def make_tasks(setting: dict, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_tasks(setting: dict, seed: int = 0, device: str = "cpu",
+               meta_batch: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``meta_batch`` tasks (default the setting's) of k synthetic minibatches, drawn on the CPU then moved."""
     g = torch.Generator().manual_seed(seed)
     k, b = setting["k"], setting["batch"]
-    return [(torch.rand(k, b, *setting["shape"], generator=g), torch.randint(0, 5, (k, b), generator=g))
-            for _ in range(setting["meta_batch"])]
+    return [(torch.rand(k, b, *setting["shape"], generator=g).to(device),
+             torch.randint(0, 5, (k, b), generator=g).to(device))
+            for _ in range(meta_batch or setting["meta_batch"])]
 
 
 def reference_first_order(model: nn.Module, tasks: list, algorithm: str, lr: float) -> Callable[[], None]:
@@ -119,11 +124,13 @@ def reference_maml(model: nn.Module, tasks: list, lr: float) -> Callable[[], Non
 
 def make_trainer(model: nn.Module, tasks: list, algorithm: str, setting: dict, trainer_kwargs: dict | None = None,
                  **overrides) -> MetaTrainer:
-    """A ``MetaTrainer`` on the same tasks (the sampler hands them out in turn)."""
+    """A ``MetaTrainer`` on the same tasks (the sampler hands them out in turn); fresh inner state per
+    task like the baseline unless ``reset_inner_state=False`` is among the overrides."""
     adam = algorithm != "maml"
+    overrides = {"reset_inner_state": True, **overrides}
     cfg = TrainConfig(algorithm=algorithm, inner_steps=setting["k"], inner_batch=setting["batch"],
                       inner_optimizer="adam" if adam else "sgd",
-                      inner_lr=setting["adam_lr"] if adam else setting["sgd_lr"], reset_inner_state=True,
+                      inner_lr=setting["adam_lr"] if adam else setting["sgd_lr"],
                       outer_lr=OUTER_EPS, anneal=False, meta_batch=len(tasks), iterations=10**9,
                       checkpoint_every=10**9, log_every=10**9, **overrides)
     counter = iter(range(10**9))
@@ -141,13 +148,13 @@ def engine(model: nn.Module, tasks: list, algorithm: str, setting: dict, **overr
 
 
 def run(settings: list[str], algorithms: list[str], variants: list[str], repeats: dict[str, int],
-        log: Callable[[str], None] = print) -> list[dict]:
+        log: Callable[[str], None] = print, device: str = "cpu") -> list[dict]:
     rows = []
     for sname in settings:
         s = SETTINGS[sname]
-        tasks = make_tasks(s)
+        tasks = make_tasks(s, device=device)
         for alg in algorithms:
-            model = seeded_init(0, s["model"])
+            model = seeded_init(0, s["model"]).to(device)
             ref_model = copy.deepcopy(model)
             cands: dict[str, Callable[[], None]] = {
                 "reference": reference_maml(ref_model, tasks, s["sgd_lr"]) if alg == "maml"
@@ -161,14 +168,85 @@ def run(settings: list[str], algorithms: list[str], variants: list[str], repeats
                 f()
                 first[n] = time.perf_counter() - tic
                 log(f"  {sname} {alg} {n}: first call {first[n]:.1f} s")
-            res = compare(cands, "reference", repeats[sname], warmup=1)
+            res = compare(_synced(cands, device), "reference", repeats[sname], warmup=1)
             for n, t in res.items():
-                rows.append({"suite": "meta_iteration", "setting": sname, "algorithm": alg, "candidate": n,
+                rows.append({"suite": "meta_iteration", "device": device, "setting": sname, "algorithm": alg, "candidate": n,
                              "baseline": "reference", "ratio_cpu": t.ratio_cpu, "ratio_wall": t.ratio_wall,
                              "ratio_cpu_iqr_half": t.spread(), "cpu_ms": t.cpu_s * 1e3, "wall_ms": t.wall_s * 1e3,
                              "first_call_s": first[n], "repeats": repeats[sname]})
                 log(f"  {sname:<12} {alg:<7} {n:<22} {t.ratio_cpu:5.2f}x cpu  {t.ratio_wall:5.2f}x wall  "
                     f"({t.cpu_s * 1e3:.0f} ms cpu)")
+    return rows
+
+
+def _synced(cands: dict[str, Callable[[], None]], device: str) -> dict[str, Callable[[], None]]:
+    """On a GPU, each candidate waits for its kernels, so that the timer sees them."""
+    if not device.startswith("cuda"):
+        return cands
+    def wrap(f: Callable[[], None]) -> Callable[[], None]:
+        def g() -> None:
+            f()
+            torch.cuda.synchronize()
+        return g
+    return {n: wrap(f) for n, f in cands.items()}
+
+
+def _with_threads(fn: Callable[[], None], n: int) -> Callable[[], None]:
+    def call() -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(before)
+    return call
+
+
+def run_default(repeats: int, threads: tuple[int, ...] = (1, 2), log: Callable[[str], None] = print,
+                setting_name: str = "omniglot", algorithm: str = "reptile") -> list[dict]:
+    """What a user gets without flags (``TrainConfig()``'s ``compile``/``channels_last`` = "auto")
+    against the plain loop, at each thread count, all in one interleaved comparison.
+
+    Candidates per thread count n: ``reference`` (the plain loop with n intra-op threads),
+    ``default`` (fresh Adam state per task like the reference; with n > 1 the independent tasks run
+    on n threads) and ``default, persistent Adam`` (the paper's setting: moments carried from task to
+    task, so tasks run one after another). A ratio is the median over rounds of the paired wall-time
+    ratio to the same round's reference at the same thread count; for one thread also CPU time.
+    """
+    s = SETTINGS[setting_name]
+    tasks = make_tasks(s)
+    model = seeded_init(0, s["model"])
+    cands: dict[str, Callable[[], None]] = {}
+    trainers = {}
+    for n in threads:
+        ref = reference_first_order(copy.deepcopy(model), tasks, algorithm, s["adam_lr"])
+        cands[f"reference, {n} thread(s)"] = _with_threads(ref, n)
+        for name, over in (("default", {}), ("default, persistent Adam", {"reset_inner_state": False})):
+            trainers[(name, n)] = t = make_trainer(copy.deepcopy(model), tasks, algorithm, s, **over)
+            cands[f"{name}, {n} thread(s)"] = _with_threads(lambda t=t: t.step(), n)
+    first = {}
+    for name, f in cands.items():  # first calls: compilation (once per shape: the later trainers reuse it)
+        tic = time.perf_counter()
+        f()
+        first[name] = time.perf_counter() - tic
+        log(f"  {name}: first call {first[name]:.1f} s")
+    path = trainers[("default", threads[0])].fast_path.describe()
+    res = compare(cands, f"reference, {threads[0]} thread(s)", repeats, warmup=1)
+    rows = []
+    for n in threads:
+        base = res[f"reference, {n} thread(s)"]
+        for name in ("reference", "default", "default, persistent Adam"):
+            t = res[f"{name}, {n} thread(s)"]
+            wall = statistics.median(c / b for c, b in zip(t.wall, base.wall))
+            cpu = statistics.median(c / b for c, b in zip(t.cpu, base.cpu)) if n == 1 else float("nan")
+            rows.append({"suite": "default_path", "setting": setting_name, "algorithm": algorithm, "threads": n,
+                         "candidate": name, "baseline": f"reference, {n} thread(s)", "ratio_wall": wall,
+                         "ratio_cpu": cpu, "wall_ms": t.wall_s * 1e3, "first_call_s": first[f"{name}, {n} thread(s)"],
+                         "repeats": repeats, "path": path})
+            if name != "reference":
+                log(f"  {setting_name} {algorithm} {name:<26} {n} thread(s): {wall:5.2f}x the plain loop (wall)"
+                    + (f", {cpu:5.2f}x (CPU)" if n == 1 else "") + f"  [{t.wall_s * 1e3:.0f} ms vs {base.wall_s * 1e3:.0f} ms]")
+    log(f"  default path: {path}")
     return rows
 
 

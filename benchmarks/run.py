@@ -3,6 +3,9 @@
 Suites (each figure a ratio to a baseline measured in the same process, interleaved; medians over
 repeats after warm-up; see ``benchmarks/common.py``):
 
+* ``default``: what a user gets without flags (``TrainConfig()``: compile/channels_last "auto") at
+  the paper's Omniglot 5-way settings against the plain PyTorch loop, at 1 and 2 threads in one
+  interleaved comparison (``bench_meta.run_default``); also written to ``results/default.csv``;
 * ``meta``: one meta-iteration of Reptile, FOMAML and MAML at the paper's Omniglot 5-way and
   Mini-ImageNet settings against the straightforward PyTorch loop (``bench_meta.py``);
 * ``parallel``: the same Omniglot meta-iteration with its tasks split over 2 single-threaded
@@ -15,10 +18,12 @@ repeats after warm-up; see ``benchmarks/common.py``):
 * ``manifolds``: the certified projection onto a sine task's solution set against the L-BFGS end
   point, time and distance (``bench_manifolds.py``).
 
-Writes ``results.csv`` (one row per candidate), ``machine.json`` (CPU, threads, torch, date, load
-average before and after) and ``bench_hvp.csv`` into ``benchmarks/results/`` (the committed results), or,
-with ``--quick``, ``results-quick.csv`` and ``machine-quick.json`` and ``bench_hvp.csv`` into the git-ignored
-scratch folder ``benchmarks/results/quick/``, never over the committed ones; ``--out DIR`` for elsewhere.
+Writes ``results[-SUITES].csv`` (one row per candidate; ``-SUITES`` when ``--only`` names a
+subset, so that a partial run does not replace the full table), ``machine[-SUITES].json`` (CPU,
+threads, torch, date, load average before and after) and ``bench_hvp.csv`` into
+``benchmarks/results/`` (the committed results), or, with ``--quick``, ``results-quick*.csv`` and
+``machine-quick*.json`` and ``bench_hvp.csv`` into the git-ignored scratch folder
+``benchmarks/results/quick/``, never over the committed ones; ``--out DIR`` for elsewhere.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 from benchmarks import bench_avggradinner, bench_manifolds, bench_memory, bench_meta  # noqa: E402
 from benchmarks.common import fmt_table, machine  # noqa: E402
 
-SUITES = ("meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
+SUITES = ("default", "meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
 HERE = Path(__file__).resolve().parent
 #: the committed results of the full suite, and the git-ignored scratch folder of ``--quick``
 RESULTS, QUICK_RESULTS = HERE / "results", HERE / "results" / "quick"
@@ -58,6 +63,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:i]: the meta, avggradinner, memory and hvp suites run there "
+                        "(default and parallel are CPU-thread measurements)")
+    p.add_argument("--default-threads", default="1,2", help="default suite: thread counts (default 1,2)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"folder for the CSVs and JSON (default {RESULTS}; with --quick {QUICK_RESULTS}, "
                         "never the committed results)")
@@ -67,10 +76,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def hvp_command(quick: bool, threads: int, out: Path) -> list[str]:
+def hvp_command(quick: bool, threads: int, out: Path, device: str = "cpu") -> list[str]:
     """The ``benchmarks.bench_hvp`` command line: its CSV goes to ``out/bench_hvp.csv``; quick: 5 repeats
     after 1 warm-up, else the script's defaults plus the ``torch.compile`` rows of the committed CSV."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(threads), "--out", str(out / "bench_hvp.csv")]
+    cmd = [sys.executable, "-m", "benchmarks.bench_hvp", "--threads", str(threads), "--out", str(out / "bench_hvp.csv"),
+           "--device", device]
     return cmd + (["--repeats", "5", "--warmup", "1"] if quick else ["--compile"])
 
 
@@ -93,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     extra: dict[str, float] = {}
     t0 = time.time()
+    if "default" in suites:
+        log("== the default path (TrainConfig() as it comes) vs the plain PyTorch loop, Omniglot 5-way, Reptile")
+        threads = tuple(int(n) for n in args.default_threads.split(","))
+        drows = bench_meta.run_default(reps, threads, log)
+        rows += drows
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / f"default{'-quick' if args.quick else ''}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in drows for k in r)))
+            w.writeheader()
+            w.writerows(drows)
+        for r in drows:
+            if r["candidate"] == "default":
+                extra[f"default_ratio_wall_{r['threads']}_threads"] = r["ratio_wall"]
+        torch.set_num_threads(args.threads)
     if "meta" in suites:
         settings = (args.settings or ("omniglot" if args.quick else "omniglot,miniimagenet")).split(",")
         repeats = {"omniglot": reps, "miniimagenet": max(3, reps // 2)}
@@ -100,18 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         for setting in settings:
             variants = (args.variants or ("eager,channels_last,vmap" if args.quick else
                                           ",".join(bench_meta.VARIANTS) if setting == "omniglot" else
-                                          "eager,channels_last,compile+channels_last")).split(",")
-            rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log)
+                                          "default,eager,channels_last,compile+channels_last")).split(",")
+            rows += bench_meta.run([setting], args.algorithms.split(","), variants, repeats, log, args.device)
     if "parallel" in suites:
         log("== both cores: the meta-batch split over 2 single-threaded processes vs the reference with 2 threads")
         pv = (args.variants or ("eager" if args.quick else "eager,compile+channels_last")).split(",")
         rows += bench_meta.run_parallel(["omniglot"], args.algorithms.split(","), pv, reps, 2, log)
     if "avggradinner" in suites:
         log("== AvgGradInner (Hbar_2 gbar_1) samples per second: vmap+jvp vs naive double backward")
-        rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log)
+        rows += bench_avggradinner.run(list(bench_avggradinner.MODELS), reps, args.quick, log, args.device)
     if "memory" in suites:
         log("== time and peak memory against k (Omniglot CNN, SGD inner loop)")
-        mem_rows, slopes = bench_memory.run(args.quick, reps, log)
+        mem_rows, slopes = bench_memory.run(args.quick, reps, log, args.device)
         rows += mem_rows
         extra.update(slopes)
         log(f"  MAML memory slope: {slopes['maml_peak_alloc_mib_per_step']:.2f} MiB per inner step (profiler peak), "
@@ -124,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            rc = subprocess.call(hvp_command(args.quick, args.threads, args.out), cwd=HERE.parent)
+            rc = subprocess.call(hvp_command(args.quick, args.threads, args.out, args.device), cwd=HERE.parent)
             if rc != 0:
                 log(f"  bench_hvp exited with {rc}")
         else:
@@ -133,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     info["minutes"] = round((time.time() - t0) / 60, 1)
     info.update(extra)
     if rows:
-        cols = ["suite", "setting", "algorithm", "k", "candidate", "baseline", "ratio_cpu", "ratio_wall",
+        cols = ["suite", "setting", "algorithm", "k", "threads", "candidate", "baseline", "ratio_cpu", "ratio_wall",
                 "cpu_ms", "speedup_cpu", "samples_per_s_cpu", "peak_alloc_mib", "rss_growth_mib", "first_call_s"]
         cols = [c for c in cols if any(c in r for r in rows)]
         log("\n" + fmt_table(rows, cols))
         args.out.mkdir(parents=True, exist_ok=True)
-        tag = "-quick" if args.quick else ""
+        tag = ("-quick" if args.quick else "") + ("" if set(suites) == set(SUITES) else "-" + "-".join(suites))
         keys = list(dict.fromkeys(k for r in rows for k in r))
         with open(args.out / f"results{tag}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)

@@ -48,8 +48,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batching", choices=("loop", "vmap"), default="loop",
                    help="compute the meta-batch's tasks in a Python loop or with torch.func.vmap")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the inner step (MAML: the whole update); the first iteration compiles "
-                        "(a minute or more on a small CPU), later ones run faster; same numbers up to rounding")
+                   help="torch.compile the inner step (MAML: the whole update) even where the default ('auto': "
+                        "compile convolutional models of the paper's size, first-order algorithms) would not; the "
+                        "first iteration compiles (a minute or more on a small CPU); same numbers up to rounding; "
+                        "REPTILE_NO_COMPILE=1 turns compilation off")
     g.add_argument("--iterations", type=positive_int, help="outer iterations")
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype (default float32)")
@@ -125,7 +127,8 @@ def config_from(args: argparse.Namespace) -> "TrainConfig":
                        outer_optimizer=args.outer_optimizer, meta_batch=args.meta_batch, batching=args.batching,
                        iterations=args.iterations, seed=args.seed, weights=args.weights,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                       compile=getattr(args, "compile", False), channels_last=getattr(args, "channels_last", False))
+                       compile=True if getattr(args, "compile", False) else "auto",
+                       channels_last=True if getattr(args, "channels_last", False) else "auto")
 
 
 def _saved_args(args: argparse.Namespace) -> dict:
