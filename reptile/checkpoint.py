@@ -260,7 +260,7 @@ def validate_checkpoint(payload: dict[str, Any], path: str | Path = "the checkpo
     if "args" in extra and not isinstance(extra["args"], dict):
         raise bad("extra['args'] is not a dict")
     if payload.get("config") is not None:
-        from .train import TrainConfig
+        from .config import TrainConfig
         try:
             TrainConfig(**payload["config"])
         except (TypeError, ValueError) as e:
