@@ -157,7 +157,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
         "E[gbar_1 . gbar_2])",
         bool(r["end"] > j["end"]),
         f"measured = Reptile - joint at iteration {its}: {r['end']:.3f} - {j['end']:.3f}; within_dot/E|gbar|^2: "
-        f"{ratio['reptile']['end']:.3f} vs {ratio['joint']['end']:.3f}; {setting}")]
+        f"{ratio['reptile']['end']:.3f} vs {ratio['joint']['end']:.3f}; {setting}", unit="Reptile - joint = {}")]
     if mode != "quick":
         claims.append(Claim(
             "Within-task alignment rises under Reptile, not under joint training (sine waves)",
@@ -174,7 +174,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
                 bool(s[alg]["end"] > j["end"]),
                 f"measured = {alg.upper()} - joint at iteration {its}: {s[alg]['end']:.3f} - {j['end']:.3f} "
                 f"(start {s[alg]['start']:.3f}); the engine's FOMAML/MAML outer step is one inner step's size "
-                f"(lr * g), Reptile's k steps; {setting}"))
+                f"(lr * g), Reptile's k steps; {setting}", unit=f"{alg.upper()} - joint = {{}}"))
     return claims
 
 

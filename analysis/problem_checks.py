@@ -98,7 +98,7 @@ def alignment_claim_for(prob: Problem, label: str, seeds: int, iterations: int, 
             ends.append(end)
     d = np.array(diffs)
     return Claim(f"Reptile raises within-task gradient alignment more than joint training ({label})",
-                 f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f} over {len(d)} seeds (min {d.min():+.3f})",
+                 f"Reptile - joint {d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f} over {len(d)} seeds (min {d.min():+.3f})",
                  "Reptile - joint within-task cosine > 0 on every seed", bool((d > 0).all()),
                  f"{iterations} iterations per run, k={ALIGN_K} SGD steps of {lr:.3g} (= {ALIGN_LR_RHO} / lambda), "
                  f"outer step 0.1 annealed to 0; mean cosine between gradients of distinct minibatches of one task on "

@@ -163,5 +163,6 @@ def manifold_claims_for(prob: Problem, label: str, mode: str, out_dir: Path, pro
                  + ", ".join(f"({r.distance:.4g}, {r.lbfgs_distance:.4g}, {r.ratio:.3g})" for r in ok.itertuples())
                  + f"; L-BFGS (|grad| <= 1e-9 or {cfg['lbfgs_iter']} iterations; {int(ok.lbfgs_converged.sum())}/{len(ok)} "
                  f"converged, worst violation {ok.lbfgs_violation.max():.1e}: an upper bound only where it fits) end "
-                 f"points' KKT residuals " + ", ".join(f"{v:.2g}" for v in ok.lbfgs_kkt_residual) + " (not projections)")
+                 f"points' KKT residuals " + ", ".join(f"{v:.2g}" for v in ok.lbfgs_kkt_residual) + " (not projections)",
+                 unit="min L-BFGS / certified distance = {}")
     return [cert, near]
