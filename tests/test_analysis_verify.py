@@ -175,3 +175,15 @@ def test_reptile_cli_discovers_verify():
 
     args = build_parser().parse_args(["verify", "--quick"])
     assert args.func is cli.run
+
+
+def test_alignment_experiment_command(tmp_path, capsys):
+    """``python -m analysis.cli alignment``: the long experiment's entry (formerly
+    ``python -m analysis.alignment_checks``), tiny here; a wrong algorithm is one clear line."""
+    out = tmp_path / "align"
+    assert cli.main(["alignment", "--iterations", "2", "--every", "1", "--probe", "2", "--algorithms", "reptile,joint",
+                     "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "within_cos" in text and "reptile  start" in text and (out / "alignment.csv").exists()
+    assert cli.main(["alignment", "--algorithms", "reptile,adam", "--out", str(out)]) == 2
+    assert "choose from reptile" in capsys.readouterr().err
