@@ -150,7 +150,7 @@ def manifold_claims_for(prob: Problem, label: str, mode: str, out_dir: Path, pro
                  f"rank of J " + ", ".join(str(r) for r in df["rank"]) + ", cond(J) "
                  + ", ".join(f"{v:.2g}" for v in df.cond) + "; distances D(phi, W_tau) "
                  + ", ".join(f"{d:.4g}{'' if ok else ' (uncertified)'}" for d, ok in zip(df.distance, df.certified))
-                 + f"; mean D^2 over the certified tasks "
+                 + "; mean D^2 over the certified tasks "
                  + (f"{float((df.distance[df.certified] ** 2).mean()):.4g}" if n_cert else "n/a"))
     ok = df[df.certified]
     if not n_cert:
