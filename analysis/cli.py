@@ -30,8 +30,8 @@ with status 1 naming the claims that fail. Default mode takes under a minute on 
 
 --problem package.module:factory runs every claim that applies on your own model instead
 (repeatable; see analysis.problems for the Problem protocol): HVPs, residual slopes, the
-breakdown point, the AvgGrad/AvgGradInner coefficients, exchangeability and gradient alignment,
-with step sizes from the problem's own scale; claims that need a closed form are skipped with
+breakdown point, the AvgGrad/AvgGradInner coefficients, exchangeability, gradient alignment and
+certified projections onto a few tasks' solution sets (beside the L-BFGS upper bound), with step sizes from the problem's own scale; claims that need a closed form are skipped with
 the reason. Arguments for the factory: --problem-arg key=value (value read as JSON when it
 parses) and --problem-args FILE (.json or .toml), each applying to the --problem before it."""
 

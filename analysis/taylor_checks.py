@@ -187,7 +187,7 @@ def hvp_claims_for(prob, label: str, seed: int = 7) -> list[Claim]:
                                 err <= tol, f"{flat.numel()} params, {prob.dtype}, 3 random v; reference "
                                 f"torch.autograd.functional.hessian (largest entry {scale:.3g}); tolerance "
                                 f"{'1e-10 (float64 products are exact to ~1e-14)' if prob.dtype == torch.float64 else '1000 eps'}"
-                                f" x max(1, largest entry)"))
+                                f" x max(1, largest entry)", unit="max abs error {}"))
         return claims
     g = torch.func.grad(lambda p: f(p, batch).reshape(()))
     pnorm = max(float(tree.norm(phi)) / flat.numel() ** 0.5, 1e-3)
@@ -206,7 +206,8 @@ def hvp_claims_for(prob, label: str, seed: int = 7) -> list[Claim]:
                             f"relative error <= {tol:.2g}", worst <= tol,
                             f"{flat.numel()} params (> {DENSE_MAX}: no dense Hessian), {prob.dtype}; central "
                             f"differences of torch.func.grad at steps h = {h:.2g} and h/2 along 3 random v; their "
-                            f"disagreement {fd_err:.2g} sizes the finite-difference error; tolerance 10x that + 100 eps^(2/3)"))
+                            f"disagreement {fd_err:.2g} sizes the finite-difference error; tolerance 10x that + 100 eps^(2/3)",
+                            unit="relative error {}"))
     return claims
 
 
