@@ -142,7 +142,7 @@ def manifold_claims_for(prob: Problem, label: str, mode: str, out_dir: Path, pro
     artifacts.write_csv(Path(out_dir) / f"{slug(label)}_manifolds.csv", df)
     n_cert = int(df.certified.sum())
     form = rows[0]["constraint"]
-    setting = (f"{len(df)} tasks from the problem's sampler (numpy default_rng({SEED} + t)), each the union of its "
+    setting = (f"{len(df)} task{'s' * (len(df) != 1)} from the problem's sampler (numpy default_rng({SEED} + t)), each the union of its "
                f"{cfg['k']} minibatches of {prob.batch_size}: {', '.join(str(r['n_constraints']) for r in rows)} "
                f"{'fit constraints f(x_i) = y_i' if form == 'fit' else 'mean-loss level constraint'}, P = {p}; "
                f"{df.seconds.mean():.2g} s per task (projection + L-BFGS)")
@@ -161,7 +161,7 @@ def manifold_claims_for(prob: Problem, label: str, mode: str, out_dir: Path, pro
     near = Claim(names[1], worst,
                  "L-BFGS end point distance / certified distance >= 1 (a local projection against an upper bound)",
                  worst >= 1.0 - RATIO_SLACK,
-                 f"{setting}; min ratio over the {len(ok)} certified tasks; per task (certified D, L-BFGS D, ratio): "
+                 f"{setting}; min ratio over the {len(ok)} certified task{'s' * (len(ok) != 1)}; per task (certified D, L-BFGS D, ratio): "
                  + ", ".join(f"({r.distance:.4g}, {r.lbfgs_distance:.4g}, {r.ratio:.3g})" for r in ok.itertuples())
                  + f"; L-BFGS (|grad| <= 1e-9 or {cfg['lbfgs_iter']} iterations; {int(ok.lbfgs_converged.sum())}/{len(ok)} "
                  f"converged, worst violation {ok.lbfgs_violation.max():.1e}: an upper bound only where it fits) end "

@@ -75,6 +75,10 @@ def test_manifold_claims_on_a_user_problem(tmp_path, monkeypatch):
 
     from analysis import problem_manifolds as pm
 
+    # repeated examples (minibatches drawn with replacement) are one constraint, not two
+    x, y = torch.tensor([[[1.0], [2.0]], [[2.0], [3.0]]]), torch.tensor([[[0.0], [1.0]], [[1.0], [5.0]]])
+    ux, uy = pm.union_of_minibatches(x, y)
+    assert ux[:, 0].tolist() == [1.0, 2.0, 3.0] and uy[:, 0].tolist() == [0.0, 1.0, 5.0]
     prob = load_problem(SPEC, {"width": 4})
     monkeypatch.setitem(pm.CONFIG, "quick", dict(tasks=1, k=2, lbfgs_iter=100))
     cert, near = pm.manifold_claims_for(prob, "user", "quick", tmp_path)
