@@ -166,3 +166,18 @@ def test_manifold_benchmark_writes_into_the_folder_it_is_given(tmp_path, monkeyp
     import pandas as pd
     assert pd.read_csv(tmp_path / "q" / "bench_manifolds.csv").candidate.tolist() == ["lbfgs", "certified"]
     assert (tmp_path / "q" / "results-quick.csv").exists()
+
+
+def test_figures_and_benchmarks_share_the_threads_flag(capsys):
+    """``--threads`` of figures and benchmarks is the shared flag (reptile.cli.argtypes): checked
+    against the CPUs available, default None (the policy of reptile.threads.apply_threads)."""
+    from benchmarks import bench_manifolds, run
+    from figures import __main__ as figures_main
+    from figures import common
+
+    assert run.parse([]).threads is None and common.parse("x", []).threads is None
+    assert bench_manifolds.parse(["--threads", "1"]).threads == 1
+    for parse in (run.parse, lambda a: common.parse("x", a), bench_manifolds.parse, figures_main.main):
+        with pytest.raises(SystemExit):
+            parse(["--threads", "100000"])
+        assert "CPUs available" in capsys.readouterr().err
