@@ -15,9 +15,9 @@ Public entry points (see each module for shapes and equations):
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from reptile.lazy import lazy_getattr
 
 # names are imported on first use (PEP 562), so that `reptile --help`, which loads analysis.cli
 # through the verify entry point, does not import torch
@@ -26,15 +26,8 @@ _NAMES = {"avg_grad": "expectations", "avg_grad_inner": "expectations", "expecte
                                     "power_iteration", "third_derivative", "top_eigenvalues")}}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+#: a public name (imported from its submodule on first use) or a submodule ``<package>.<name>``
+__getattr__ = lazy_getattr(__name__, _NAMES, globals())
 
 
 if TYPE_CHECKING:

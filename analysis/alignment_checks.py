@@ -9,13 +9,12 @@ with each algorithm from the same initialization, and logs :class:`analysis.alig
 on 10 fixed probe tasks through :class:`analysis.alignment.AlignmentCallback` into each run's
 ``metrics.csv``.
 
-Command line (a few minutes on one CPU core for 3000 iterations x 4 algorithms)::
+Command line (a few minutes on one CPU core for 3000 iterations x 4 algorithms; :mod:`analysis.cli`)::
 
-    python -m analysis.alignment_checks --iterations 3000 --out figures/out/alignment
+    python -m analysis.cli alignment --iterations 3000 --seed 0 --out reports/alignment
 """
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 from typing import Sequence
@@ -157,7 +156,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
         "E[gbar_1 . gbar_2])",
         bool(r["end"] > j["end"]),
         f"measured = Reptile - joint at iteration {its}: {r['end']:.3f} - {j['end']:.3f}; within_dot/E|gbar|^2: "
-        f"{ratio['reptile']['end']:.3f} vs {ratio['joint']['end']:.3f}; {setting}")]
+        f"{ratio['reptile']['end']:.3f} vs {ratio['joint']['end']:.3f}; {setting}", unit="Reptile - joint = {}")]
     if mode != "quick":
         claims.append(Claim(
             "Within-task alignment rises under Reptile, not under joint training (sine waves)",
@@ -174,29 +173,5 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
                 bool(s[alg]["end"] > j["end"]),
                 f"measured = {alg.upper()} - joint at iteration {its}: {s[alg]['end']:.3f} - {j['end']:.3f} "
                 f"(start {s[alg]['start']:.3f}); the engine's FOMAML/MAML outer step is one inner step's size "
-                f"(lr * g), Reptile's k steps; {setting}"))
+                f"(lr * g), Reptile's k steps; {setting}", unit=f"{alg.upper()} - joint = {{}}"))
     return claims
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iterations", type=int, default=3000)
-    p.add_argument("--every", type=int, default=250)
-    p.add_argument("--probe", type=int, default=10, help="probe tasks (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--algorithms", default=",".join(ALGORITHMS))
-    p.add_argument("--out", type=Path, default=Path("figures/out/alignment"))
-    p.add_argument("--progress", action="store_true")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    res = run_alignment_experiment(a.algorithms.split(","), a.iterations, a.every, a.probe, a.seed,
-                                   out_dir=a.out, progress=a.progress)
-    for metric in ("within_cos", "within_ratio", "within_dot", "across_cos", "sq_norm"):
-        print(metric)
-        for alg, v in summarize(res, metric).items():
-            print(f"  {alg:8s} start {v['start']:+.4f} early {v['early']:+.4f} late {v['late']:+.4f} end {v['end']:+.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -66,7 +66,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
                f"gradients of distinct minibatches of one task on {cfg['n_probe']} fixed probe tasks")
     d = (end["reptile"] - end["joint"]).to_numpy()
     claims = [Claim("Reptile raises within-task gradient alignment more than joint training (sine waves, seeds)",
-                    _spread(d), "Reptile - joint within-task cosine > 0 on every seed (paper 5.1: -AvgGradInner "
+                    "Reptile - joint " + _spread(d), "Reptile - joint within-task cosine > 0 on every seed (paper 5.1: -AvgGradInner "
                     "raises E[gbar_1 . gbar_2])", bool((d > 0).all()),
                     "per seed (Reptile, joint): " + ", ".join(f"({r:.3f}, {j:.3f})" for r, j in
                                                               zip(end["reptile"], end["joint"])) + f"; {setting}")]
@@ -81,6 +81,6 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
             if alg in end:
                 da = (end[alg] - end["joint"]).to_numpy()
                 claims.append(Claim(f"{alg.upper()} raises within-task gradient alignment more than joint training "
-                                    "(sine waves, seeds)", _spread(da), f"{alg.upper()} - joint > 0 on every seed",
+                                    "(sine waves, seeds)", f"{alg.upper()} - joint " + _spread(da), f"{alg.upper()} - joint > 0 on every seed",
                                     bool((da > 0).all()), setting))
     return claims

@@ -26,6 +26,10 @@ class Claim:
         detail: the criterion, tolerances and anything needed to reproduce the figure.
         skipped: non-empty when the claim was not checked: the reason (``holds`` is then True,
             so a skip never fails a run; :attr:`status` is ``"skipped"``).
+        unit: what a numeric ``measured`` is, for the tables: a unit appended after the number
+            (``"s.e."`` -> ``"1.112 s.e."``) or a template with ``{}`` for the number
+            (``"Reptile - joint = {}"``). ``claims.csv`` keeps the bare number in ``measured`` and
+            this text in its own column.
     """
 
     name: str
@@ -34,6 +38,7 @@ class Claim:
     holds: bool
     detail: str = ""
     skipped: str = ""
+    unit: str = ""
 
     @classmethod
     def skip(cls, name: str, reason: str) -> "Claim":
@@ -45,8 +50,8 @@ class Claim:
         """``"holds"``, ``"FAILS"`` or ``"skipped"``."""
         return "skipped" if self.skipped else "holds" if self.holds else "FAILS"
 
-    def measured_text(self, digits: int = 4) -> str:
-        """``measured`` formatted for a table (numbers with ``digits`` significant digits)."""
+    def number_text(self, digits: int = 4) -> str:
+        """``measured`` alone: numbers with ``digits`` significant digits, text as it is."""
         m = self.measured
         if isinstance(m, bool) or not isinstance(m, (int, float)):
             return str(m)
@@ -54,9 +59,19 @@ class Claim:
             return str(m)
         return f"{m:.{digits}g}"
 
+    def measured_text(self, digits: int = 4) -> str:
+        """``measured`` formatted for a table, with its :attr:`unit` (``"1.112 s.e."``,
+        ``"Reptile - joint = 0.3334"``)."""
+        text = self.number_text(digits)
+        if not self.unit or self.skipped:
+            return text
+        return self.unit.replace("{}", text) if "{}" in self.unit else f"{text} {self.unit}"
+
     def as_row(self) -> dict:
+        """One row of ``claims.csv``: ``measured`` stays a bare number (8 significant digits), the
+        unit has its own column."""
         row = asdict(self)
-        row["measured"] = self.measured_text(8)
+        row["measured"] = self.number_text(8)
         return row
 
 

@@ -81,7 +81,7 @@ def _closed_form_claims(prob: Problem, runs: dict[int, expectations.MonteCarloRe
             worst[name] = max(worst.get(name, 0.0), ratio)
     for name in refs:
         claims.append(Claim(f"{name} estimator = closed form (least squares)", worst[name],
-                            f"|MC mean - closed form| <= {N_SE:g} s.e.", worst[name] <= N_SE,
+                            f"|MC mean - closed form| <= {N_SE:g} s.e.", worst[name] <= N_SE, unit="s.e.", detail=
                             f"{prob.name}, b={LS_BATCH}, k in {sorted(runs)}; figure = largest "
                             f"|mean - exact| / sqrt(tr Cov / n) over k (and both AvgGradInner forms); closed form "
                             + ("2 D (D w - mu)" if name == "AvgGrad" else "4 D ((1 + 1/m) D^2 + tr(D^2)/m) (D w - mu)")))
@@ -106,7 +106,7 @@ def _closed_form_claims(prob: Problem, runs: dict[int, expectations.MonteCarloRe
                 v = got[key].samples[s].numpy()
                 worst_s = max(worst_s, float(np.linalg.norm(v - ref) / max(np.linalg.norm(ref), 1e-300)))
     claims.append(Claim("Estimators = least-squares closed forms, sample by sample", worst_s,
-                        f"relative error <= {EXACT_TOL:g}", worst_s <= EXACT_TOL,
+                        f"relative error <= {EXACT_TOL:g}", worst_s <= EXACT_TOL, unit="relative error {}", detail=
                         "first 8 samples per k: mean gbar_i, mean_{i>j} Hbar_i gbar_j, the grad-dot form, and the "
                         f"order-averaged MAML/FOMAML/Reptile meta-gradients at alpha={ALPHA:g}, against numpy "
                         "(2/b) X^T X algebra"))
@@ -144,7 +144,8 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     for k, mc in ls_runs.items():
         ok, ratio = expectations.inner_forms_agree(mc, N_SE)
         claims.append(Claim(f"E[Hbar_2 gbar_1] = 1/2 grad E[gbar_1.gbar_2] (least squares, k={k})", ratio,
-                            f"difference <= {N_SE:g} s.e.", ok, f"n={mc.n}; paired over samples (exchangeability)"))
+                            f"difference <= {N_SE:g} s.e.", ok, f"n={mc.n}; paired over samples (exchangeability)",
+                            unit="|difference| = {} s.e."))
     claims.append(exchangeability_claim_for(sine, "sine", 2, cfg["sine_exch"], SEED, chunk=64))
     power = None if mode == "quick" else POWER_TARGET
     tables = []
@@ -229,7 +230,7 @@ def coefficient_claims_for(prob: Problem, label: str, k: int, n_alg: int, n_reg:
         claims.append(Claim(f"Coefficient tests have power ({label}, k={k})", det,
                             f"every detectable relative error <= {power_target:.0%}", det <= power_target,
                             "largest over the six coefficients of (3 + 0.84) s.e. / |paper value|: the error a "
-                            "|z| <= 3 test misses with at most 20% probability"))
+                            "|z| <= 3 test misses with at most 20% probability", unit="detectable relative error {}"))
     r = {row.algorithm: abs(row.inner_coef / row.avg_grad_coef) for row in table.itertuples()}
     claims.append(Claim(f"AvgGradInner/AvgGrad weight: MAML > FOMAML > Reptile ({label}, k={k})",
                         f"{r['maml']:.2f} > {r['fomaml']:.2f} > {r['reptile']:.2f}",
@@ -260,7 +261,8 @@ def truncation_claim_for(prob: Problem, label: str, k: int, alpha: float, seed: 
     return Claim(f"Coefficient step size: truncation at alpha <= {TRUNCATION_TOL:.0%} ({label}, k={k})", worst,
                  f"<= {TRUNCATION_TOL:g}, growing with alpha (O(alpha^2): x4 from 2 alpha to 4 alpha)",
                  bool(worst <= TRUNCATION_TOL and grows),
-                 f"alpha = {alpha:.3g}{alpha_note}; relative change of E[g1] on {n} paired draws: " + "; ".join(parts))
+                 f"alpha = {alpha:.3g}{alpha_note}; relative change of E[g1] on {n} paired draws: " + "; ".join(parts),
+                 unit="relative change {}")
 
 
 def exchangeability_claim_for(prob: Problem, label: str, k: int, n: int, seed: int, chunk: int = 256,
@@ -275,4 +277,4 @@ def exchangeability_claim_for(prob: Problem, label: str, k: int, n: int, seed: i
                  f"difference <= {N_SE:g} s.e.", ok,
                  f"{prob.name}, b={b}, n={n}; figure = |mean difference| / sqrt(tr Cov / n), paired over samples; "
                  f"the difference per sample is 1/2 mean_(i>j) (Hbar_i gbar_j - Hbar_j gbar_i), zero in expectation "
-                 f"when the minibatches are exchangeable")
+                 f"when the minibatches are exchangeable", unit="|difference| = {} s.e.")

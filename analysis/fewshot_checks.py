@@ -70,7 +70,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
             for m in ("fwd-rev", "rev-rev")}
     claims = [Claim(f"HVP {m} = dense Hessian (few-shot CNN, batch norm)", e, f"max abs error <= {HVP_TOL:g}",
                     e <= HVP_TOL, f"{setting}; dense Hessian from rev-rev products on the basis vectors, |H| max "
-                    f"{float(h.abs().max()):.3g}") for m, e in errs.items()]
+                    f"{float(h.abs().max()):.3g}", unit="max abs error {}") for m, e in errs.items()]
 
     # leading order with batch norm (the paper's model); the second-order terms need third
     # derivatives, and torch 2.13's third derivatives of batch norm (batch statistics) disagree
@@ -87,7 +87,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
         for name in taylor.ALGORITHMS:
             g = sl[sl.algorithm == name]
             ok = bool(((g.slope >= lo) & (g.slope <= hi)).all())
-            per_k = ", ".join(f"k={r.k}: {r.slope:.3f}" for r in g.itertuples())
+            per_k = "slope " + ", ".join(f"k={r.k}: {r.slope:.3f}" for r in g.itertuples())
             what = "leading-order" if order == 1 else "second-order"
             claims.append(Claim(f"{what} residual ~ alpha^{order + 1} ({name}, few-shot CNN, {norm} norm)", per_k,
                                 f"slope {order + 1} (in [{lo}, {hi}])", ok,

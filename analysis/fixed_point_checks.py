@@ -103,7 +103,7 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
         Claim("Batched Reptile (engine) converges to the beta-weighted distance minimizer (steps not projections)",
               engine_gap, f"|phi_T - w*_k| <= {FIXED_TOL:g}", engine_gap <= FIXED_TOL,
               f"k = {ENGINE_K}, {cfg['iters']} outer iterations of step 1 from (2, -3); w*_k = argmin sum beta D^2, "
-              f"beta = 1 - (1 - c)^k; {setting}"),
+              f"beta = 1 - (1 - c)^k; {setting}", unit="|phi_T - w*_k| = {}"),
         Claim("Reptile's fixed point moves from the joint minimizer (k = 1) to the distance minimizer as k grows "
               "(steps not projections)",
               "|w*_k - argmin E D^2| / gap: " + ", ".join(f"k={k}: {d / gap:.3g}" for k, d in zip(KS, dists)),

@@ -116,11 +116,11 @@ def _projection_claims(cfg: dict) -> list[Claim]:
         Claim("least-squares projection = closed form", max(err, idem), f"max abs error <= {PROJ_TOL:g}",
               err <= PROJ_TOL and idem <= PROJ_TOL,
               f"{setting}; reference w - scipy.linalg.lstsq(A, A w - y); error {err:.2g}, idempotency "
-              f"|P(P(w)) - P(w)| {idem:.2g}"),
+              f"|P(P(w)) - P(w)| {idem:.2g}", unit="max abs error {}"),
         Claim("L-BFGS projection -> exact projection (least squares)", lb, f"max abs error <= {LBFGS_TOL:g}",
               lb <= LBFGS_TOL,
               f"{cfg['lbfgs_tasks']} tasks; L-BFGS on the task loss from phi until |grad| <= 1e-9 "
-              f"({min(its)}-{max(its)} iterations)"),
+              f"({min(its)}-{max(its)} iterations)", unit="max abs error {}"),
     ]
 
 
@@ -161,7 +161,7 @@ def _reptile_claims(cfg: dict, out_dir: Path, progress: bool) -> list[Claim]:
             f"worst over {len(tasks)} tasks; mean cosine {curve}; mean |phi~|/|P - phi| at k = {max(ks)}: "
             f"{mean.relative_norm.iloc[-1]:.4f}; mean |phi~_k - P|/|phi - P| "
             + ", ".join(f"{e:.2g}" for e in mean.relative_error) + f" (worst at k = {max(ks)}: {worst_err:.2g}); "
-            f"alpha = min({ALPHA}, 1 / max_i 2|x_i|^2) per task (stable steps)"))
+            f"alpha = min({ALPHA}, 1 / max_i 2|x_i|^2) per task (stable steps)", unit=f"min cosine at k = {max(ks)}: {{}}"))
     return claims
 
 
@@ -189,13 +189,13 @@ def _fixed_point_claims(cfg: dict, out_dir: Path) -> list[Claim]:
         Claim("batched Reptile (engine) converges to the closed-form fixed point (least squares)", gap,
               f"|phi_T - w*_k| <= {FIXED_TOL:g}", gap <= FIXED_TOL,
               f"5 lines in the plane (figures/solution_manifolds.py), k = {k} SGD steps of {PLANE_ALPHA}, "
-              f"outer step 1 on the mean over all tasks, {cfg['batched_iters']} iterations"),
+              f"outer step 1 on the mean over all tasks, {cfg['batched_iters']} iterations", unit="|phi_T - w*_k| = {}"),
         Claim("Reptile approaches the distance minimizer, not the joint-training minimizer", d_dist,
               "|phi_T - argmin E D^2| << |phi_T - argmin E L| (minimizers apart)",
               d_dist <= 0.1 * apart and d_joint >= 0.9 * apart and k1 <= 1e-10,
               f"minimizers {apart:.4f} apart; Reptile (k = {k}) ends {d_dist:.2g} from argmin 1/2 E D^2 and "
               f"{d_joint:.4f} from the joint minimizer; the k = 1 fixed point is the joint minimizer "
-              f"(gap {k1:.1g}); fixed point vs k in manifolds_fixed_points.csv"),
+              f"(gap {k1:.1g}); fixed point vs k in manifolds_fixed_points.csv", unit="|phi_T - argmin E D^2| = {}"),
     ]
 
 
@@ -239,14 +239,16 @@ def _mlp_claims(cfg: dict, out_dir: Path, progress: bool) -> list[Claim]:
               f"{setting}; worst violation {worst_v:.1e}, worst KKT residual {worst_k:.1e}; L-BFGS end points "
               f"(|grad| <= 1e-9 or 1500 iterations) land " + ", ".join(f"{r:.2f}x" for r in ratios)
               + " farther, with KKT residuals " + ", ".join(f"{v:.2f}" for v in lb_kkt)
-              + f" (not projections); projection + Reptile comparison {np.mean(secs):.1f} s per task"),
+              + f" (not projections); projection + Reptile comparison {np.mean(secs):.1f} s per task",
+              unit="min L-BFGS / certified distance = {}"),
         Claim("Reptile update vs projection step on the sine MLP: cosine rises with k", best,
               f"mean cosine at its best k >= cosine at k = 1 + {NET_RISE} (least squares: -> 1)",
               best >= first + NET_RISE,
               f"{setting}; full-batch GD on those points, alpha = {NET_ALPHA}; mean cosine {curve}; best at k = "
               f"{best_k}; mean |phi~_k - P| / |phi - P| " + ", ".join(f"{e:.3f}" for e in mean.relative_error)
               + "; |phi~_k - phi| / |P - phi| " + ", ".join(f"{e:.3f}" for e in mean.relative_norm)
-              + " -- gradient descent converges to a fitting point that is not the projection"),
+              + " -- gradient descent converges to a fitting point that is not the projection",
+              unit="best mean cosine {}"),
     ]
 
 
@@ -271,7 +273,8 @@ def _network_claims(out_dir: Path, progress: bool) -> list[Claim]:
                     f"{d_joint:.3f} +- {h_joint:.3f}, Reptile - random {d_rand:.3f} +- {h_rand:.3f}; "
                     + "; ".join(f"{k} - random {v['paired_vs_random']:.3f} +- {v['paired_vs_random_ci95']:.3f}"
                                 for k, v in by.items() if k != "random")
-                    + f"; per init mean +- 95% CI over tasks: {text}; curves in manifolds_networks_curve.csv")]
+                    + f"; per init mean +- 95% CI over tasks: {text}; curves in manifolds_networks_curve.csv",
+                    unit="Reptile - joint = {}")]
     cnn = cnn_experiment(out_dir=out_dir, progress=progress)
     tr, un = cnn["reptile"], cnn["untrained"]
     claims.append(Claim("few-shot CNN: Reptile init nearer the glyph tasks' solution sets than the untrained init",
@@ -282,7 +285,7 @@ def _network_claims(out_dir: Path, progress: bool) -> list[Claim]:
                         f"ln(1/0.9); Reptile {cnn['iterations']} iterations (Adam inner loop); untrained "
                         f"{un['mean_sq']:.3f} +- {un['ci95']:.3f} ({un['certified']}/{un['n']} certified), Reptile "
                         f"{tr['mean_sq']:.3f} +- {tr['ci95']:.3f} ({tr['certified']}/{tr['n']} certified); paired "
-                        f"difference {cnn['paired']:.3f} +- {cnn['paired_ci95']:.3f}"))
+                        f"difference {cnn['paired']:.3f} +- {cnn['paired_ci95']:.3f}", unit="Reptile - untrained = {}"))
     return claims
 
 

@@ -10,8 +10,11 @@
   truncation check of the chosen alpha;
 * the exchangeability check (the two forms of AvgGradInner);
 * gradient alignment: a short meta-training run per seed (>= 3 seeds), Reptile against joint;
+* distances to the tasks' solution manifolds: certified projections of phi onto a few tasks'
+  solution sets, beside the L-BFGS upper bound (:data:`MANIFOLD_HOOK`, by default
+  :func:`analysis.problem_manifolds.manifold_claims_for`);
 * claims that need what the problem lacks are skipped with the reason: the closed forms (least
-  squares only) and distances to solution manifolds (:data:`MANIFOLD_HOOK`).
+  squares only).
 
 All step sizes come from the problem's measured scale (:mod:`analysis.stepsize`); each section
 that crashes becomes a failing claim with its traceback, and the others still run.
@@ -29,6 +32,7 @@ from . import artifacts
 from .alignment import AlignmentCallback
 from .claims import Claim, check_mode
 from .expectation_checks import coefficient_claims_for, exchangeability_claim_for, truncation_claim_for
+from .problem_manifolds import manifold_claims_for, slug as file_slug
 from .problems import Problem
 from .progress import bar
 from .stepsize import Scale, coefficient_alpha, measure_scale, slope_alphas
@@ -45,10 +49,10 @@ CONFIG = {
 ALIGN_K = 5          # inner steps of the alignment runs (the blog's sine setting)
 ALIGN_LR_RHO = 0.5   # their inner step size, alpha lambda = 0.5 (the blog's sine run: 0.02 x ~30)
 
-#: Distances to solution manifolds need a certified projection onto each task's solution set,
-#: being built in :mod:`analysis.manifolds`; when it exists, set this to a function
-#: ``(problem, mode, out_dir, progress) -> list[Claim]`` (or make :func:`manifold_claims` find it).
-MANIFOLD_HOOK: Callable[[Problem, str, Path, bool], list[Claim]] | None = None
+#: The solution-manifold claims: ``(problem, label, mode, out_dir, progress) -> list[Claim]``
+#: (:func:`analysis.problem_manifolds.manifold_claims_for`: certified projections onto a few tasks'
+#: solution sets); replace it to measure something else, or set it to ``None`` to skip the claims.
+MANIFOLD_HOOK: Callable[[Problem, str, str, Path, bool], list[Claim]] | None = manifold_claims_for
 
 
 def _guard(section: str, label: str, fn: Callable[[], list[Claim]]) -> list[Claim]:
@@ -94,7 +98,7 @@ def alignment_claim_for(prob: Problem, label: str, seeds: int, iterations: int, 
             ends.append(end)
     d = np.array(diffs)
     return Claim(f"Reptile raises within-task gradient alignment more than joint training ({label})",
-                 f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f} over {len(d)} seeds (min {d.min():+.3f})",
+                 f"Reptile - joint {d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f} over {len(d)} seeds (min {d.min():+.3f})",
                  "Reptile - joint within-task cosine > 0 on every seed", bool((d > 0).all()),
                  f"{iterations} iterations per run, k={ALIGN_K} SGD steps of {lr:.3g} (= {ALIGN_LR_RHO} / lambda), "
                  f"outer step 0.1 annealed to 0; mean cosine between gradients of distinct minibatches of one task on "
@@ -105,10 +109,9 @@ def alignment_claim_for(prob: Problem, label: str, seeds: int, iterations: int, 
 def manifold_claims(prob: Problem, label: str, mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     """Distances to the tasks' solution manifolds: :data:`MANIFOLD_HOOK`, else skipped with the reason."""
     if MANIFOLD_HOOK is not None:
-        return MANIFOLD_HOOK(prob, mode, out_dir, progress)
-    return [Claim.skip(f"Reptile approaches the solution manifolds ({label})",
-                       "needs a certified projection onto each task's solution set (analysis.manifolds, in "
-                       "progress); set analysis.problem_checks.MANIFOLD_HOOK when it exists")]
+        return MANIFOLD_HOOK(prob, label, mode, out_dir, progress)
+    return [Claim.skip(f"certified projections onto the tasks' solution sets ({label})",
+                       "analysis.problem_checks.MANIFOLD_HOOK is None")]
 
 
 def problem_checks(prob: Problem, mode: str, out_dir: Path, progress: bool = False, label: str | None = None
@@ -116,7 +119,7 @@ def problem_checks(prob: Problem, mode: str, out_dir: Path, progress: bool = Fal
     """Run every claim that applies to ``prob`` (module docstring); write ``<slug>_*.csv`` into out_dir."""
     cfg = CONFIG[check_mode(mode)]
     label = label or prob.name
-    slug = "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")[:40] or "problem"
+    slug = file_slug(label)
     out_dir = Path(out_dir)
     claims: list[Claim] = []
     scale = measure_scale(prob.loss_fn, prob.phi, prob.sampler(2, prob.batch_size))

@@ -79,7 +79,7 @@ def _hvp_claims() -> list[Claim]:
         claims.append(Claim(f"HVP {method} = dense Hessian", err, f"max abs error <= {HVP_TOL:g}", err <= HVP_TOL,
                             f"MLP 1-16-16-1 tanh float64 ({flat.numel()} params), 5 random v and the full matrix "
                             f"(largest Hessian entry {float(dense.abs().max()):.3g}); reference: "
-                            f"torch.autograd.functional.hessian"))
+                            f"torch.autograd.functional.hessian", unit="max abs error {}"))
     # the full sine MLP: the two methods against each other, and the top eigenvalue two ways
     xb, yb = prob.sampler(1, BATCH)(np.random.default_rng(8))
     b = (xb[0], yb[0])
@@ -87,7 +87,8 @@ def _hvp_claims() -> list[Claim]:
     a, c = hvp(prob.loss_fn, prob.phi, b, v, "fwd-rev"), hvp(prob.loss_fn, prob.phi, b, v, "rev-rev")
     diff = float(tree.norm(tree.sub(a, c)) / tree.norm(a))
     claims.append(Claim("HVP fwd-rev = rev-rev (sine MLP)", diff, f"relative difference <= {HVP_TOL:g}",
-                        diff <= HVP_TOL, f"{prob.name}, {tree.numel(prob.phi)} params, one random v"))
+                        diff <= HVP_TOL, f"{prob.name}, {tree.numel(prob.phi)} params, one random v",
+                        unit="relative difference {}"))
     lanczos = float(top_eigenvalues(prob.loss_fn, prob.phi, b, 1, which="LM", tol=1e-10)[0])
     power, _ = power_iteration(HVPOperator(prob.loss_fn, prob.phi, b), tol=1e-12, max_iter=5000)
     rel = abs(lanczos - power) / abs(lanczos)
@@ -113,7 +114,7 @@ def _exact_least_squares() -> Claim:
     return Claim("Least squares: predictions that must be exact are exact", worst,
                  f"relative residual <= {EXACT_TOL:g}", worst <= EXACT_TOL,
                  "constant Hessians make g_i a polynomial of degree i-1 in alpha; checked at alpha = 0.01 and 0.1: "
-                 + "; ".join(cases))
+                 + "; ".join(cases), unit="relative residual {}")
 
 
 def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
@@ -186,7 +187,7 @@ def hvp_claims_for(prob, label: str, seed: int = 7) -> list[Claim]:
                                 err <= tol, f"{flat.numel()} params, {prob.dtype}, 3 random v; reference "
                                 f"torch.autograd.functional.hessian (largest entry {scale:.3g}); tolerance "
                                 f"{'1e-10 (float64 products are exact to ~1e-14)' if prob.dtype == torch.float64 else '1000 eps'}"
-                                f" x max(1, largest entry)"))
+                                f" x max(1, largest entry)", unit="max abs error {}"))
         return claims
     g = torch.func.grad(lambda p: f(p, batch).reshape(()))
     pnorm = max(float(tree.norm(phi)) / flat.numel() ** 0.5, 1e-3)
@@ -205,7 +206,8 @@ def hvp_claims_for(prob, label: str, seed: int = 7) -> list[Claim]:
                             f"relative error <= {tol:.2g}", worst <= tol,
                             f"{flat.numel()} params (> {DENSE_MAX}: no dense Hessian), {prob.dtype}; central "
                             f"differences of torch.func.grad at steps h = {h:.2g} and h/2 along 3 random v; their "
-                            f"disagreement {fd_err:.2g} sizes the finite-difference error; tolerance 10x that + 100 eps^(2/3)"))
+                            f"disagreement {fd_err:.2g} sizes the finite-difference error; tolerance 10x that + 100 eps^(2/3)",
+                            unit="relative error {}"))
     return claims
 
 
@@ -273,7 +275,7 @@ def slope_claims_for(label: str, fits: pd.DataFrame, detail: str) -> list[Claim]
                     f"(the slope bends below alpha = {s.bend.max():.2g}); run in float64 (--dtype float64)"))
                 continue
             ok = bool(((s.slope >= lo) & (s.slope <= hi)).all())
-            per_k = ", ".join(f"k={k}: {g.slope.min():.3f}" + (f"..{g.slope.max():.3f}" if len(g) > 1 else "")
+            per_k = "slope " + ", ".join(f"k={k}: {g.slope.min():.3f}" + (f"..{g.slope.max():.3f}" if len(g) > 1 else "")
                               for k, g in s.groupby("k"))
             bends = s.bend.dropna()
             bend = (f"; {len(bends)} fit(s) left out points below the rounding floor: the residual bends (stops "

@@ -176,7 +176,7 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
 
 def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
     return pd.DataFrame([c.as_row() for c in claims],
-                        columns=["name", "measured", "prediction", "holds", "detail", "skipped"])
+                        columns=["name", "measured", "unit", "prediction", "holds", "detail", "skipped"])
 
 
 def format_table(claims: Sequence[Claim], width: int = 60) -> str:
@@ -196,6 +196,10 @@ def format_table(claims: Sequence[Claim], width: int = 60) -> str:
     return "\n".join(lines)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -211,7 +215,7 @@ def write_report(result: VerifyResult) -> None:
         f"Mode `{result.mode}`, {len(result.claims)} claims ({sum(bool(c.skipped) for c in result.claims)} skipped), "
         + (f"**{n_fail} failed**." if n_fail else "all hold.")
         + f" Total {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, on {platform.machine()} "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads; wall time grows with other load "
+        f"(torch {torch.__version__}, {_plural(torch.get_num_threads(), 'thread')}; wall time grows with other load "
         f"on the machine, CPU time much less).",
         "",
         "| claim | measured | prediction | result |",

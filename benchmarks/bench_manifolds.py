@@ -17,12 +17,15 @@ Each row: CPU and wall time ratio to L-BFGS, milliseconds, both distances, their
 farther the L-BFGS end point lands), and whether the certified point is certified (constraint
 violation <= 1e-9, KKT residual <= 1e-7).
 
-Run: ``python -m benchmarks.bench_manifolds [--quick] [--repeats N]`` (or ``python -m benchmarks --only
-manifolds``); writes ``benchmarks/results/bench_manifolds.csv``.
+Run: ``python -m benchmarks.bench_manifolds [--quick] [--repeats N] [--out FILE]`` (or ``python -m
+benchmarks --only manifolds [--out DIR]``, which writes ``DIR/bench_manifolds.csv``); writes
+``benchmarks/results/bench_manifolds.csv`` (the committed results), with ``--quick``
+``benchmarks/results/quick/bench_manifolds.csv`` (git-ignored scratch), or ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +37,10 @@ from analysis import artifacts
 from analysis.manifolds import approximate_projection, certified_projection
 from analysis.problems import sine_problem
 from benchmarks.common import compare
+from reptile.cli.argtypes import add_threads_flag, positive_int
+from reptile.threads import apply_threads
+
+CSV_NAME = "bench_manifolds.csv"
 
 POINTS = (10, 50)
 TASK_SEEDS = (0, 1, 2)
@@ -78,17 +85,33 @@ def run(repeats: int, quick: bool = False, log: Callable[[str], None] = print) -
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write the rows of :func:`run` to the CSV ``path`` (atomically; folders created)."""
+    return artifacts.write_csv(path, pd.DataFrame(rows))
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``out`` defaults to the committed results' CSV, or the scratch folder's
+    with ``--quick`` (``benchmarks.run.RESULTS`` / ``QUICK_RESULTS``), never over committed results."""
+    from benchmarks.run import QUICK_RESULTS, RESULTS  # lazily: benchmarks.run imports this module
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_manifolds", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one task per size, 2 rounds")
-    p.add_argument("--repeats", type=int, default=None, help="rounds (default 3, quick 2)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_manifolds.csv")
+    p.add_argument("--repeats", type=positive_int, default=None, help="rounds (default 3, quick 2)")
+    add_threads_flag(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"CSV file (default {RESULTS / CSV_NAME}; with --quick {QUICK_RESULTS / CSV_NAME})")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = (QUICK_RESULTS if args.quick else RESULTS) / CSV_NAME
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    apply_threads(args.threads)
     rows = run(args.repeats or (2 if args.quick else 3), args.quick)
-    artifacts.write_csv(args.out, pd.DataFrame(rows))
-    print(f"wrote {args.out}")
+    print(f"wrote {write(rows, args.out)}")
     return 0
 
 

@@ -36,13 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench_avggradinner, bench_manifolds, bench_memory, bench_meta  # noqa: E402
 from benchmarks.common import fmt_table, machine  # noqa: E402
+from reptile.cli.argtypes import add_threads_flag  # noqa: E402
+from reptile.threads import apply_threads  # noqa: E402
 
 SUITES = ("default", "meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
 HERE = Path(__file__).resolve().parent
@@ -61,8 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"meta suite: engine paths among {','.join(bench_meta.VARIANTS)} (default: all for Omniglot; "
                         "eager, channels_last, compile+channels_last for Mini-ImageNet; quick: no compile)")
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 9, quick 3)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: reproducible on a shared 2-core machine)")
+    add_threads_flag(p)
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda[:i]: the meta, avggradinner, memory and hvp suites run there "
                         "(default and parallel are CPU-thread measurements)")
@@ -86,8 +86,8 @@ def hvp_command(quick: bool, threads: int, out: Path, device: str = "cpu") -> li
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    threads = apply_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     suites = [s for s in args.only.split(",") if s]
     bad = [s for s in suites if s not in SUITES]
     if bad:
@@ -98,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     info["load_before"] = info.pop("loadavg_1_5_15")
     info["command"] = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     log = lambda s: print(s, flush=True)
-    log(f"machine: {info['cpu']}, {info['cores']} cores, {args.threads} torch thread(s), torch {info['torch']}, "
+    log(f"machine: {info['cpu']}, {info['cores']} cores, {threads} torch thread(s), torch {info['torch']}, "
         f"load average {info['load_before']}")
     rows: list[dict] = []
     extra: dict[str, float] = {}
     t0 = time.time()
     if "default" in suites:
         log("== the default path (TrainConfig() as it comes) vs the plain PyTorch loop, Omniglot 5-way, Reptile")
-        threads = tuple(int(n) for n in args.default_threads.split(","))
-        drows = bench_meta.run_default(reps, threads, log)
+        default_threads = tuple(int(n) for n in args.default_threads.split(","))
+        drows = bench_meta.run_default(reps, default_threads, log)
         rows += drows
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / f"default{'-quick' if args.quick else ''}.csv", "w", newline="") as f:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in drows:
             if r["candidate"] == "default":
                 extra[f"default_ratio_wall_{r['threads']}_threads"] = r["ratio_wall"]
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     if "meta" in suites:
         settings = (args.settings or ("omniglot" if args.quick else "omniglot,miniimagenet")).split(",")
         repeats = {"omniglot": reps, "miniimagenet": max(3, reps // 2)}
@@ -143,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             f"Reptile: {slopes['reptile_peak_alloc_mib_per_step']:.3f} / {slopes['reptile_rss_mib_per_step']:.3f}")
     if "manifolds" in suites:
         log("== certified projection onto a sine task's solution set vs the L-BFGS end point (bench_manifolds.py)")
-        rows += bench_manifolds.run(max(2, reps // 3), args.quick, log)
+        manifold_rows = bench_manifolds.run(max(2, reps // 3), args.quick, log)
+        bench_manifolds.write(manifold_rows, args.out / bench_manifolds.CSV_NAME)
+        rows += manifold_rows
     if "hvp" in suites:
         hvp = HERE / "bench_hvp.py"
         if hvp.exists():
             log("== HVP time over gradient time (benchmarks/bench_hvp.py)")
-            rc = subprocess.call(hvp_command(args.quick, args.threads, args.out, args.device), cwd=HERE.parent)
+            rc = subprocess.call(hvp_command(args.quick, threads, args.out, args.device), cwd=HERE.parent)
             if rc != 0:
                 log(f"  bench_hvp exited with {rc}")
         else:

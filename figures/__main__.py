@@ -15,9 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 from figures.style import DEFAULT_OUT, FAST_OUT, default_out
+from reptile.cli.argtypes import add_threads_flag
+from reptile.threads import apply_threads
 
 #: every figure module, in build order; optional ones are skipped when absent
 FIGURES = ["sine", "gradient_combinations", "minibatch_overlap", "taylor_residual", "coefficients",
@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help=f"output folder (default {DEFAULT_OUT}; with --fast {FAST_OUT}, never the committed figures)")
     p.add_argument("--only", nargs="+", choices=FIGURES, help="build only these figures")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_flag(p)
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     args = p.parse_args(argv)
     if args.list:
         print("\n".join(FIGURES))
         return 0
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     results = build(args.only or FIGURES, args.fast, args.out or default_out(args.fast))
     failed = {k: v for k, v in results.items() if isinstance(v, str)}
     for k, v in failed.items():

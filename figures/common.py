@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from figures.style import DEFAULT_OUT, FAST_NOTE, FAST_OUT, default_out
+from reptile.cli.argtypes import add_threads_flag
+from reptile.threads import apply_threads
 
 Main = Callable[..., list[Path]]
 
@@ -18,7 +18,7 @@ def parse(description: str, argv: Sequence[str] | None = None) -> argparse.Names
     p.add_argument("--fast", action="store_true", help="tiny settings that run in seconds (for tests)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"output folder (default {DEFAULT_OUT}; with --fast {FAST_OUT}, never the committed figures)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_flag(p)
     args = p.parse_args(argv)
     if args.out is None:
         args.out = default_out(args.fast)
@@ -28,7 +28,7 @@ def parse(description: str, argv: Sequence[str] | None = None) -> argparse.Names
 def cli(main: Main, description: str, argv: Sequence[str] | None = None) -> list[Path]:
     """Run ``main(fast, out)`` from the command line and print what it wrote and how long it took."""
     args = parse(description, argv)
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     tic = time.perf_counter()
     paths = main(fast=args.fast, out=args.out)
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - tic:.1f} s")

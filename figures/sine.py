@@ -85,7 +85,7 @@ def run(fast: bool) -> pd.DataFrame:
         traj = finetune(loss_fn, phi, x_few, y_few, TEST_STEPS, SGD(TEST_LR), keep=True)
         y0 = predict(model, phi, x_plot)[:, 0]
         y32 = predict(model, traj.params[TEST_STEPS], x_plot)[:, 0]
-        ev = evaluate_sine(model, loss_fn, phi, n_tasks=s["eval_tasks"], shots=SHOTS, steps=TEST_STEPS, lr=TEST_LR,
+        ev = evaluate_sine(loss_fn, phi, n_tasks=s["eval_tasks"], shots=SHOTS, steps=TEST_STEPS, lr=TEST_LR,
                            seed=1, record=(0, TEST_STEPS))
         mse, ci = ev.final()
         for curve, ys in (("true", y_true[:, 0]), ("before_adaptation", y0), (f"after_{TEST_STEPS}_steps", y32)):

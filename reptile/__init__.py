@@ -9,9 +9,9 @@ does not load torch; ``reptile.meta_gradient``, ``from reptile import MetaTraine
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -34,16 +34,8 @@ __all__ = ["ALGORITHMS", "Adam", "Batch", "LinearModel", "LossFn", "MLP", "MetaT
            "save_checkpoint", "tasks", "tree"]
 
 
-def __getattr__(name: str) -> Any:
-    """A public name (imported from its submodule on first use) or a submodule ``reptile.<name>``."""
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+#: a public name (imported from its submodule on first use) or a submodule ``<package>.<name>``
+__getattr__ = lazy_getattr(__name__, _NAMES, globals())
 
 
 def __dir__() -> list[str]:

@@ -87,10 +87,10 @@ def check_spec(kind: str, spec: dict[str, Any]) -> None:
     kw = spec.get("kwargs", {})
     if kind == "fewshot":
         if spec.get("name") != "omniglot":
-            raise ValueError(f"--kind fewshot needs an OmniglotCNN checkpoint, this one holds {spec.get('name')!r}")
+            raise ValueError(f"`kind` fewshot needs an OmniglotCNN checkpoint, this one holds {spec.get('name')!r}")
         problems = []
         if kw.get("n_way") != 3:
-            problems.append(f"n_way = {kw.get('n_way')} (the page has three classes: train with --ways 3)")
+            problems.append(f"n_way = {kw.get('n_way')} (the page has three classes: train with `ways` 3)")
         if kw.get("in_channels", 1) != 1:
             problems.append(f"in_channels = {kw.get('in_channels')} (drawings are greyscale)")
         if kw.get("image_size", 28) != 28:
@@ -101,7 +101,7 @@ def check_spec(kind: str, spec: dict[str, Any]) -> None:
             raise ValueError("the demo cannot run this model: " + "; ".join(problems))
     elif kind == "sine":
         if spec.get("name") != "mlp":
-            raise ValueError(f"--kind sine needs an MLP checkpoint, this one holds {spec.get('name')!r}")
+            raise ValueError(f"`kind` sine needs an MLP checkpoint, this one holds {spec.get('name')!r}")
         sizes = list(kw.get("sizes", []))
         if len(sizes) < 2 or sizes[0] != 1 or sizes[-1] != 1:
             raise ValueError(f"the sine panel needs an MLP from 1 input to 1 output, got sizes {sizes}")
@@ -166,7 +166,7 @@ def export_demo(ckpt: dict[str, Any], kind: str | None = None, *, steps: int | N
             raise ValueError(f"unknown inner optimizer {opt!r} in the checkpoint's config")
         steps = DEFAULT_FEWSHOT_STEPS if steps is None else int(steps)
         if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
+            raise ValueError(f"`steps` must be >= 1, got {steps}")
         finetune: dict[str, Any] = {"optimizer": opt, "lr": float(config.get("inner_lr", 1e-3)), "steps": steps}
         if opt == "adam":  # reptile.inner.Adam's defaults, used by `reptile train`
             finetune.update(beta1=0.0, beta2=0.999, eps=1e-8)

@@ -82,7 +82,7 @@ class SineConfig(TaskConfig):
         try:
             return [int(h) for h in self.hidden.split(",") if h]
         except ValueError:
-            raise ValueError(f"--hidden must be comma-separated integers like 64,64, got {self.hidden!r}") from None
+            raise ValueError(f"`hidden` must be comma-separated integers like 64,64, got {self.hidden!r}") from None
 
 
 def build_sine(cfg: SineConfig) -> Setup:

@@ -89,7 +89,7 @@ def device_of(name: str) -> torch.device:
     except (RuntimeError, ValueError):
         raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+        raise ValueError(f"device {name!r} asked for but CUDA is not available; use `device` cpu")
     return device
 
 

@@ -36,7 +36,7 @@ def test_user_problem_through_the_cli(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     text = res.stdout
     assert "MLP 3-6-6-1" in text and "dense Hessian" in text and "E[g_MAML] = c1 AvgGrad" in text
-    assert "skipped: Estimators = closed forms" in text and "skipped: Reptile approaches the solution manifolds" in text
+    assert "skipped: Estimators = closed forms" in text and "1/1 certified" in text
     assert "0 failed" in text and (out / "report.md").exists()
     assert "claims.csv" in {p.name for p in out.iterdir()}
 
@@ -64,6 +64,37 @@ def test_problem_arg_needs_a_problem_and_files_must_parse(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["verify", "--problem", SPEC, "--problem-args", str(bad)])
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_manifold_claims_on_a_user_problem(tmp_path, monkeypatch):
+    """The certified projections hold on the user MLP (16 fit constraints, 41 parameters) and are no
+    farther than L-BFGS; a projection stopped before its Newton descent (restored onto the set but
+    not stationary) fails the claim with its numbers, not a crash; a problem above the constraint
+    limit is skipped with the limit named."""
+    import pandas as pd
+
+    from analysis import problem_manifolds as pm
+
+    # repeated examples (minibatches drawn with replacement) are one constraint, not two
+    x, y = torch.tensor([[[1.0], [2.0]], [[2.0], [3.0]]]), torch.tensor([[[0.0], [1.0]], [[1.0], [5.0]]])
+    ux, uy = pm.union_of_minibatches(x, y)
+    assert ux[:, 0].tolist() == [1.0, 2.0, 3.0] and uy[:, 0].tolist() == [0.0, 1.0, 5.0]
+    prob = load_problem(SPEC, {"width": 4})
+    monkeypatch.setitem(pm.CONFIG, "quick", dict(tasks=1, k=2, lbfgs_iter=100))
+    cert, near = pm.manifold_claims_for(prob, "user", "quick", tmp_path)
+    assert cert.holds and not cert.skipped and cert.measured == "1/1 certified", cert.detail
+    assert near.holds and near.measured >= 1.0 and "L-BFGS" in near.detail
+    rows = pd.read_csv(tmp_path / "user_manifolds.csv")
+    assert rows.n_constraints.tolist() == [16] and rows.n_params.tolist() == [41]
+    assert (rows.violation <= pm.VIOLATION_TOL).all() and (rows.kkt_residual <= pm.KKT_TOL).all()
+    real = pm.compare_with_lbfgs
+    monkeypatch.setattr(pm, "compare_with_lbfgs", lambda *a, **kw: real(*a, **kw, max_iter=0))
+    cert, near = pm.manifold_claims_for(prob, "user", "quick", tmp_path)
+    assert not cert.holds and cert.measured == "0/1 certified" and "worst KKT residual" in cert.detail
+    assert near.skipped
+    monkeypatch.setattr(pm, "MAX_CONSTRAINTS", 10)
+    skipped = pm.manifold_claims_for(prob, "user", "quick", tmp_path)
+    assert all(c.skipped and "MAX_CONSTRAINTS = 10" in c.skipped for c in skipped)
 
 
 def test_batch_norm_with_batch_statistics_is_accepted():

@@ -44,7 +44,7 @@ def test_run_verify_writes_report(tmp_path, providers):
     report = (out / "report.md").read_text()
     assert "slope is two" in report and "all hold" in report and "good.csv" in report
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.columns) == ["name", "measured", "prediction", "holds", "detail", "skipped"]
+    assert list(claims.columns) == ["name", "measured", "unit", "prediction", "holds", "detail", "skipped"]
     assert claims.holds.all()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))   # no half-written files left
 
@@ -129,6 +129,12 @@ def test_claim_formatting():
     assert Claim("a", "text", "p", False).measured_text() == "text"
     table = verify.format_table([Claim("a very long claim name " * 4, 1.0, "p", False)], width=20)
     assert "FAILS" in table and max(len(line) for line in table.splitlines()) < 80
+    # units: appended, or a template around the number; the CSV row keeps the bare number
+    se = Claim("z", 1.11234, "<= 3 s.e.", True, unit="s.e.")
+    diff = Claim("d", 0.33341, "> 0", True, unit="Reptile - joint = {}")
+    assert se.measured_text() == "1.112 s.e." and diff.measured_text() == "Reptile - joint = 0.3334"
+    assert se.as_row()["measured"] == "1.11234" and float(diff.as_row()["measured"]) == 0.33341
+    assert Claim.skip("s", "why").measured_text() == "skipped"
 
 
 def test_real_providers_run_end_to_end_on_tiny_settings(tmp_path, monkeypatch):
@@ -150,6 +156,17 @@ def test_real_providers_run_end_to_end_on_tiny_settings(tmp_path, monkeypatch):
         assert (tmp_path / f).stat().st_size > 0, f
     hvp_claims = [c for c in res.claims if c.name.startswith("HVP")]
     assert all(c.holds for c in hvp_claims)
+    # the terminal table says what each number is (issue 15 item 6); claims.csv keeps numbers
+    table = verify.format_table(res.claims, width=200)
+    rows = {line.split("  ")[0]: line for line in table.splitlines()}
+    assert "max abs error" in rows["HVP fwd-rev = dense Hessian"]
+    assert "relative difference" in rows["HVP fwd-rev = rev-rev (sine MLP)"]
+    assert " s.e." in rows["E[Hbar_2 gbar_1] = 1/2 grad E[gbar_1.gbar_2] (sine, k=2)"].split("difference <=")[0]
+    assert "slope k=2:" in rows["leading-order residual ~ alpha^2 (MAML, sine)"]
+    csv = pd.read_csv(tmp_path / "claims.csv").set_index("name")
+    assert float(csv.loc["HVP fwd-rev = dense Hessian", "measured"]) < 1e-9
+    assert csv.loc["HVP fwd-rev = dense Hessian", "unit"] == "max abs error {}"
+    assert "1 thread;" in (tmp_path / "report.md").read_text()
 
 
 def test_reptile_cli_discovers_verify():
@@ -158,3 +175,15 @@ def test_reptile_cli_discovers_verify():
 
     args = build_parser().parse_args(["verify", "--quick"])
     assert args.func is cli.run
+
+
+def test_alignment_experiment_command(tmp_path, capsys):
+    """``python -m analysis.cli alignment``: the long experiment's entry (formerly
+    ``python -m analysis.alignment_checks``), tiny here; a wrong algorithm is one clear line."""
+    out = tmp_path / "align"
+    assert cli.main(["alignment", "--iterations", "2", "--every", "1", "--probe", "2", "--algorithms", "reptile,joint",
+                     "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "within_cos" in text and "reptile  start" in text and (out / "alignment.csv").exists()
+    assert cli.main(["alignment", "--algorithms", "reptile,adam", "--out", str(out)]) == 2
+    assert "choose from reptile" in capsys.readouterr().err

@@ -175,10 +175,10 @@ def test_export_sine_defaults_and_kind(tmp_path):
 
 
 @pytest.mark.parametrize("model, kind, message", [
-    (OmniglotCNN(n_way=5, filters=4), None, "n_way = 5"),
+    (OmniglotCNN(n_way=5, filters=4), None, "n_way = 5 (the page has three classes: train with --ways 3)"),
     (OmniglotCNN(n_way=3, filters=4, norm="group"), None, "norm = 'group'"),
-    (OmniglotCNN(n_way=3, filters=4), "sine", "needs an MLP"),
-    (MLP((1, 8, 1), "tanh"), "fewshot", "needs an OmniglotCNN"),
+    (OmniglotCNN(n_way=3, filters=4), "sine", "--kind sine needs an MLP"),
+    (MLP((1, 8, 1), "tanh"), "fewshot", "--kind fewshot needs an OmniglotCNN"),
     (MLP((2, 8, 1), "tanh"), None, "from 1 input to 1 output"),
     (MLP((1, 8, 1), "gelu"), None, "tanh and relu"),
 ])

@@ -119,7 +119,8 @@ def test_cycle_is_one_epoch_when_sizes_match():
 
 
 def test_sampler_rejects_batches_larger_than_the_task():
-    with pytest.raises(ValueError, match="inner batch"):
+    # the science names parameters (in backticks), not flags: the CLI turns them into --inner-batch
+    with pytest.raises(ValueError, match="inner batch 5 .* lower `inner_batch` or raise `train_shots`"):
         EpisodeSampler(tiny_dataset(), ways=2, train_shots=2, inner_steps=3, inner_batch=5)
 
 

@@ -151,3 +151,35 @@ def test_the_suite_uses_a_temporary_cache():
     cache = default_cache_dir().resolve()
     assert os.environ.get("REPTILE_CACHE")
     assert not cache.is_relative_to(Path("~/.cache").expanduser().resolve())
+
+
+def test_manifold_benchmark_writes_into_the_folder_it_is_given(tmp_path, monkeypatch):
+    """``bench_manifolds`` alone: its CSV defaults to the scratch folder in quick mode; under
+    ``python -m benchmarks --out DIR`` it writes ``DIR/bench_manifolds.csv`` (the suite itself is
+    replaced by two fake rows: only where the file goes is tested)."""
+    from benchmarks import bench_manifolds, run
+
+    assert bench_manifolds.parse(["--quick"]).out == run.QUICK_RESULTS / "bench_manifolds.csv"
+    assert bench_manifolds.parse([]).out == run.RESULTS / "bench_manifolds.csv"
+    assert bench_manifolds.parse(["--quick", "--out", str(tmp_path / "m.csv")]).out == tmp_path / "m.csv"
+    fake = [{"suite": "manifolds", "candidate": c, "cpu_ms": 1.0} for c in ("lbfgs", "certified")]
+    monkeypatch.setattr(bench_manifolds, "run", lambda *a, **k: fake)
+    assert run.main(["--quick", "--only", "manifolds", "--out", str(tmp_path / "q")]) == 0
+    import pandas as pd
+    assert pd.read_csv(tmp_path / "q" / "bench_manifolds.csv").candidate.tolist() == ["lbfgs", "certified"]
+    assert (tmp_path / "q" / "results-quick.csv").exists()
+
+
+def test_figures_and_benchmarks_share_the_threads_flag(capsys):
+    """``--threads`` of figures and benchmarks is the shared flag (reptile.cli.argtypes): checked
+    against the CPUs available, default None (the policy of reptile.threads.apply_threads)."""
+    from benchmarks import bench_manifolds, run
+    from figures import __main__ as figures_main
+    from figures import common
+
+    assert run.parse([]).threads is None and common.parse("x", []).threads is None
+    assert bench_manifolds.parse(["--threads", "1"]).threads == 1
+    for parse in (run.parse, lambda a: common.parse("x", a), bench_manifolds.parse, figures_main.main):
+        with pytest.raises(SystemExit):
+            parse(["--threads", "100000"])
+        assert "CPUs available" in capsys.readouterr().err

@@ -77,12 +77,12 @@ def build_fewshot(cfg: FewShotConfig) -> Setup:
     loss_fn = make_loss(model, "cross_entropy")
     sampler = EpisodeSampler(train, cfg.ways, cfg.train_shots, cfg.inner_steps, cfg.inner_batch, cfg.schedule,
                              cfg.tail, device, dtype)
-    for split, needed, what in (("train", cfg.train_shots, f"--train-shots {cfg.train_shots}"),
+    for split, needed, what in (("train", cfg.train_shots, f"`train_shots` {cfg.train_shots}"),
                                 (cfg.eval_split, cfg.shots + cfg.test_shots,
-                                 f"--shots {cfg.shots} + --test-shots {cfg.test_shots}")):
+                                 f"`shots` {cfg.shots} + `test_shots` {cfg.test_shots}")):
         if splits[split].n_classes < cfg.ways:
             raise ValueError(f"the {split} split of {cfg.dataset} has {splits[split].n_classes} classes, fewer "
-                             f"than --ways {cfg.ways}")
+                             f"than `ways` {cfg.ways}")
         if splits[split].min_class_size < needed:
             raise ValueError(f"{what} exceed the {splits[split].min_class_size} examples of the smallest "
                              f"{split} class of {cfg.dataset}")

@@ -55,7 +55,7 @@ class EpisodeSampler:
         n = self.ways * self.train_shots
         if self.schedule != "separate_tail" and self.inner_batch > n:
             raise ValueError(f"inner batch {self.inner_batch} exceeds the {n} training examples of a "
-                             f"{self.ways}-way {self.train_shots}-shot task; lower --inner-batch or raise --train-shots")
+                             f"{self.ways}-way {self.train_shots}-shot task; lower `inner_batch` or raise `train_shots`")
 
     def __call__(self, rng: np.random.Generator) -> Batch:
         ep = sample_episode(self.dataset, rng, self.ways, self.train_shots, test_shots=0, device=self.device,
