@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in drows:
             if r["candidate"] == "default":
                 extra[f"default_ratio_wall_{r['threads']}_threads"] = r["ratio_wall"]
-        torch.set_num_threads(threads)
+        apply_threads(threads)
     if "meta" in suites:
         settings = (args.settings or ("omniglot" if args.quick else "omniglot,miniimagenet")).split(",")
         repeats = {"omniglot": reps, "miniimagenet": max(3, reps // 2)}
