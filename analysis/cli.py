@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run verify with parsed ``args``; print the table; return 0 if every claim holds, else 1."""
-    from .verify import format_table, module_exists, provider_names, run_verify
+    from .verify import format_table, registered_names, run_verify
 
     mode = "quick" if getattr(args, "quick", False) else "full" if getattr(args, "full", False) else "default"
     import torch
@@ -103,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from .problems import ProblemError, load_problem
 
     apply_threads(getattr(args, "threads", None))
-    unknown = [m for m in (getattr(args, "only", None) or []) if m not in provider_names() and not module_exists(m)]
+    # only registered providers are imported by name (an arbitrary module would run on import)
+    unknown = [m for m in (getattr(args, "only", None) or []) if m not in registered_names()]
     if unknown:
-        print(f"reptile verify: error: --only {unknown[0]!r} is not an importable module; the check "
-              f"providers are {', '.join(provider_names())}", file=sys.stderr)
+        print(f"reptile verify: error: --only {unknown[0]!r} is not a registered check provider; choose "
+              f"among {', '.join(registered_names())} (your own model: --problem module:factory; your own "
+              f"checks: register the module under the entry-point group reptile_lab.checks)", file=sys.stderr)
         return 2
     problems = []
     device = getattr(args, "device", "cpu")

@@ -56,6 +56,22 @@ def provider_names() -> list[str]:
     return [provider_name(p) for p in PROVIDERS]
 
 
+#: further providers that ``reptile verify --only NAME`` runs by name (modules with a ``checks``
+#: function that the default run leaves out); other packages register theirs under the entry-point
+#: group ``reptile_lab.checks`` (name = module). Nothing else is imported by name: a user's own model
+#: goes through ``--problem module:factory``.
+OPTIONAL_PROVIDERS: list[str] = ["analysis.alignment_checks"]
+
+
+def registered_names() -> list[str]:
+    """Every name ``--only`` accepts: :func:`provider_names`, :data:`OPTIONAL_PROVIDERS` and the
+    modules registered under the entry-point group ``reptile_lab.checks``."""
+    from importlib.metadata import entry_points
+
+    eps = [ep.value.split(":")[0] for ep in entry_points(group="reptile_lab.checks")]
+    return list(dict.fromkeys(provider_names() + OPTIONAL_PROVIDERS + eps))
+
+
 def problem_provider(problem: Problem, label: str | None = None) -> Provider:
     """A provider running every applicable claim on a user :class:`Problem`."""
     fn = functools.partial(_run_problem, problem, label)
@@ -111,14 +127,6 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def module_exists(name: str) -> bool:
-    """Whether ``name`` is an importable module (without importing it)."""
-    try:
-        return isinstance(name, str) and importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a missing parent package, or a malformed name
-        return False
 
 
 def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, progress: bool) -> ProviderResult:

@@ -13,7 +13,10 @@ from analysis.claims import Claim
 
 @pytest.fixture()
 def providers(tmp_path, monkeypatch):
-    """Three throwaway provider modules: one whose claims hold, one with a failing claim, one that crashes."""
+    """Three throwaway provider modules: one whose claims hold, one with a failing claim, one that crashes
+    (registered for ``--only`` as a package's entry points would be)."""
+    monkeypatch.setattr(verify, "OPTIONAL_PROVIDERS",
+                        verify.OPTIONAL_PROVIDERS + [f"fakeproviders.{m}" for m in ("good", "bad", "crash")])
     pkg = tmp_path / "fakeproviders"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

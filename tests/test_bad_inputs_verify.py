@@ -10,8 +10,15 @@ def test_cli_verify_bad_mode(ctx):
 
 
 def test_cli_verify_unknown_provider(ctx):  # was exit 1 with a ModuleNotFoundError traceback on stderr
-    ctx.cli(["verify", "--only", "nope.module"], 2, "'nope.module' is not an importable module",
-            "analysis.taylor_checks")
+    ctx.cli(["verify", "--only", "nope.module"], 2, "'nope.module' is not a registered check provider",
+            "analysis.taylor_checks", "--problem module:factory")
+
+
+def test_cli_verify_only_never_imports_an_unregistered_module(ctx):  # `--only this` printed the Zen of Python
+    import sys
+    sys.modules.pop("this", None)
+    ctx.cli(["verify", "--only", "this"], 2, "'this' is not a registered check provider")
+    assert "this" not in sys.modules
 
 
 def test_cli_verify_unwritable_out(ctx):  # was "[Errno 20] Not a directory"
