@@ -167,7 +167,7 @@ def test_manifold_benchmark_writes_into_the_folder_it_is_given(tmp_path, monkeyp
     assert run.main(["--quick", "--only", "manifolds", "--out", str(tmp_path / "q")]) == 0
     import pandas as pd
     assert pd.read_csv(tmp_path / "q" / "bench_manifolds.csv").candidate.tolist() == ["lbfgs", "certified"]
-    assert (tmp_path / "q" / "results-quick.csv").exists()
+    assert (tmp_path / "q" / "results-quick-manifolds.csv").exists()  # partial runs are tagged with their suites
 
 
 def test_figures_and_benchmarks_share_the_threads_flag(capsys):
