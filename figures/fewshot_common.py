@@ -170,12 +170,14 @@ def learning_curve(config: TrainConfig, sampler, scale: Scale, splits, *, n_way:
 
 
 def git_commit() -> str:
-    """The commit of the working tree (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    """The commit of the working tree (``+dirty`` when code under ``reptile/`` or ``figures/`` has
+    uncommitted changes), or ``unknown``."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        # only code counts: outputs under figures/out and docs change while experiments run
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "reptile", "figures",
+                                ":!figures/out"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

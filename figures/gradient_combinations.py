@@ -47,7 +47,7 @@ SETTINGS = {
     "full": dict(scale=Scale(filters=32, iterations=3000, eval_every=500, eval_tasks=100, test_shots=1),
                  inner_lr=3e-3, outer_lr=0.25, eval_steps=5),
     # what was run for the committed figure (CPU shared by several sessions): see the caption
-    "reduced": dict(scale=Scale(filters=16, iterations=1200, eval_every=400, eval_tasks=60, test_shots=1),
+    "reduced": dict(scale=Scale(filters=16, iterations=800, eval_every=200, eval_tasks=60, test_shots=1),
                     inner_lr=3e-3, outer_lr=0.25, eval_steps=5),
     "fast": dict(scale=Scale(filters=4, iterations=2, eval_every=2, eval_tasks=2, test_shots=1,
                              dataset="glyphs-small", seeds=(0, 1),
