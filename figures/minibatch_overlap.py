@@ -105,13 +105,31 @@ def one_run(variant: str, k: int, batch: int, outer_lr: float, seed: int, s: dic
             "iterations": scale.iterations}
 
 
-def run(mode: str) -> pd.DataFrame:
+def _context(mode: str) -> tuple[dict, Any, Evaluator, dict]:
+    """``(settings, splits, evaluator, {seed: initial params})`` of a mode."""
     s = SETTINGS[mode]
     scale: Scale = s["scale"]
     splits = load_splits(scale.dataset)
     model, loss_fn, _ = build_model(splits["train"], N_WAY, scale.filters)
     evaluator = Evaluator(model, loss_fn, Adam(INNER_LR), compile=scale.compile)
     init = {seed: build_model(splits["train"], N_WAY, scale.filters, seed)[2] for seed in scale.seeds}
+    return s, splits, evaluator, init
+
+
+def regenerate(row: dict[str, Any]) -> float:
+    """Recompute one point of a written CSV (a row: ``mode, variant, k, inner_batch, outer_lr, seed``).
+
+    Returns its accuracy, computed exactly as :func:`run` did (same seeds, tasks and code path).
+    """
+    mode = str(row["mode"])
+    s, splits, evaluator, init = _context(mode)
+    return one_run(str(row["variant"]), int(row["k"]), int(row["inner_batch"]), float(row["outer_lr"]),
+                   int(row["seed"]), s, splits, evaluator, init)["accuracy"]
+
+
+def run(mode: str) -> pd.DataFrame:
+    s, splits, evaluator, init = _context(mode)
+    scale: Scale = s["scale"]
     # the untrained initializations, evaluated the same way (the dashed reference line)
     start = [float(evaluator(init[seed], splits["test"], n_way=N_WAY, shots=EVAL_SHOTS, steps=EVAL_STEPS,
                              batch=EVAL_BATCH, n_tasks=scale.eval_tasks, state=None,
