@@ -184,9 +184,18 @@ def collect(root: Path, out: Path, argv: Sequence[str] | None = None) -> pd.Data
     return df
 
 
+def _main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, the configuration (filters, iterations) with the most seeds (ties: more iterations)."""
+    keys = ["algorithm", "ways", "shots", "transductive"]
+    order = df.sort_values(["n_seeds", "iterations"], ascending=[False, False])
+    return order.groupby(keys, sort=False).head(1)
+
+
 def markdown(df: pd.DataFrame) -> str:
-    """The table as the paper lays it out: one row per method, one column per (N, K)."""
+    """The table as the paper lays it out (one row per method, one column per (N, K)), then the
+    cells' other configurations (e.g. a longer single-seed run) as a list."""
     cols = [(5, 1), (5, 5), (20, 1), (20, 5)]
+    main = _main_rows(df)
     head = "| method (glyphs; paper's Omniglot in brackets) | " + " | ".join(f"{n}-way {k}-shot" for n, k in cols) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
     for algorithm in ALGORITHMS:
@@ -194,25 +203,36 @@ def markdown(df: pd.DataFrame) -> str:
             name = {"reptile": "Reptile", "fomaml": "FOMAML"}[algorithm] + (" + transduction" if trans else "")
             cells, any_row = [], False
             for n, k in cols:
-                g = df[(df.algorithm == algorithm) & (df.ways == n) & (df.shots == k) & (df.transductive == trans)]
+                g = main[(main.algorithm == algorithm) & (main.ways == n) & (main.shots == k) & (main.transductive == trans)]
                 paper = paper_value(algorithm, n, k, trans)
                 ref = f" ({paper:.2f})" if not math.isnan(paper) else ""
                 if len(g) == 0:
                     cells.append("not run" + ref)
                     continue
                 any_row = True
-                r = g.sort_values("iterations").iloc[-1]
+                r = g.iloc[0]
                 std = "n/a" if math.isnan(r["std"]) else f"{r['std']:.2f}"
                 cells.append(f"{r['mean']:.2f} +- {std} (n={int(r['n_seeds'])}){ref}")
             if any_row:
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    scale = "; ".join(f"{n}-way: {int(g.filters.iloc[0])} filters, {int(g.iterations.max())} outer iterations, "
-                      f"{int(g.eval_tasks.iloc[0])} test tasks per run" for n, g in df.groupby("ways"))
+    scale = "; ".join(f"{n}-way: {int(g.filters.iloc[0])} filters, {int(g.iterations.iloc[0])} outer iterations, "
+                      f"{int(g.eval_tasks.iloc[0])} test tasks per run" for n, g in main.groupby("ways"))
     lines.append("")
     lines.append(f"Accuracy (%) on the glyph set's test scripts, mean +- sample std over training seeds (n); "
                  f"paper's Omniglot numbers in brackets (Reptile: 100K/200K iterations, 64 filters, std over 3 "
                  f"seeds; FOMAML: Finn et al., transductive only). Scale here: {scale}. The 1-shot and 5-shot "
                  f"cells of one N evaluate the same training runs.")
+    other = df.drop(main.index)
+    if len(other):
+        lines.append("")
+        lines.append("Other configurations:")
+        lines.append("")
+        for _, r in other.sort_values(["algorithm", "ways", "iterations", "shots", "transductive"]).iterrows():
+            std = "" if math.isnan(r["std"]) else f" +- {r['std']:.2f}"
+            lines.append(f"* {r['algorithm']}, {int(r['ways'])}-way {int(r['shots'])}-shot"
+                         f"{' + transduction' if r['transductive'] else ''}, {int(r['filters'])} filters, "
+                         f"{int(r['iterations'])} iterations, {int(r['eval_tasks'])} test tasks: {r['mean']:.2f}{std} "
+                         f"(seeds {r['seeds']})")
     return "\n".join(lines) + "\n"
 
 

@@ -92,3 +92,24 @@ def test_regenerate_one_committed_point_of_figure_4():
     # flipped by float rounding (one of eval_tasks * 5 queries)
     n = int(fig4.SETTINGS[row["mode"]]["scale"].eval_tasks) * fig4.N_WAY
     assert abs(acc - row["accuracy"]) <= 1.0 / n + 1e-9, (acc, row)
+
+
+@pytest.mark.slow
+def test_table3_fast_runs_end_to_end_in_a_scratch_folder(tmp_path):
+    from figures import table3
+
+    committed = OUT / "table3.csv"
+    before = committed.stat().st_mtime if committed.exists() else None
+    assert table3.main(["--fast", "--root", str(tmp_path), "--seeds", "0", "1", "--no-progress"]) == 0
+    df = pd.read_csv(tmp_path / "out" / "table3.csv")
+    assert len(df) == 4  # 5-way, K = 1 and 5, transductive or not
+    assert (df["n_seeds"] == 2).all() and (df["seeds"] == "0 1").all()
+    assert df["command"].str.contains("figures.table3 --fast").all()
+    assert set(df["paper_omniglot"]) == {95.39, 97.68, 98.90, 99.48}
+    md = (tmp_path / "out" / "table3.md").read_text()
+    assert "| Reptile |" in md and "not run (88.14)" in md
+    # resuming finds the finished runs and only collects again
+    assert table3.main(["--fast", "--root", str(tmp_path), "--seeds", "0", "1", "--no-progress"]) == 0
+    assert (committed.stat().st_mtime if committed.exists() else None) == before  # never figures/out
+    with pytest.raises(SystemExit):
+        table3.main(["--fast", "--out", str(OUT)])
