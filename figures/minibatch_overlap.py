@@ -48,7 +48,9 @@ N_WAY, TRAIN_SHOTS, EVAL_SHOTS = 5, 20, 1
 N_EXAMPLES = N_WAY * TRAIN_SHOTS
 INNER_LR, OUTER_LR, META_BATCH, EVAL_STEPS, EVAL_BATCH = 1e-3, 1.0, 1, 50, 5
 SETTINGS = {
-    "full": dict(scale=Scale(filters=32, iterations=1500, eval_tasks=200), ks=(2, 3, 4, 6, 8, 10, 15),
+    # sized to about 30 CPU-minutes here: 144 inner steps of batch 25 per outer iteration in panel (a)
+    # (3 variants, sum of k), ~3 ms each compiled at 16 filters, x 800 iterations x 3 seeds, plus (b), (c)
+    "full": dict(scale=Scale(filters=16, iterations=800, eval_tasks=150), ks=(2, 3, 4, 6, 8, 10, 15),
                  batches=(5, 10, 25, 50), outer_lrs=(0.25, 0.5, 1.0, 2.0), full_k=4),
     # what was run for the committed figure (CPU shared by several sessions): see the caption
     "reduced": dict(scale=Scale(filters=16, iterations=300, eval_tasks=80), ks=(2, 4, 8, 15),
