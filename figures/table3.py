@@ -72,8 +72,8 @@ class Setting:
 
 #: the scale of each N in full mode, chosen from the CPU budget (docs/fewshot.md, Table 3 section)
 PLAN: dict[int, Setting] = {
-    5: Setting(filters=32, iterations=6000, eval_tasks=500),
-    20: Setting(filters=32, iterations=2000, eval_tasks=300),
+    5: Setting(filters=32, iterations=6000, eval_tasks=500),    # ~75 ms CPU per iteration compiled
+    20: Setting(filters=32, iterations=1000, eval_tasks=200),   # ~190 ms CPU per iteration compiled
 }
 FAST: dict[int, Setting] = {5: Setting(filters=8, iterations=4, eval_tasks=3, dataset="glyphs-small",
                                        checkpoint_every=2, curve_every=2, curve_tasks=2, compile=False)}
