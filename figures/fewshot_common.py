@@ -183,8 +183,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: the commit when this module was imported, i.e. of the code a long run actually executes (the
+#: working tree may move on while it runs); ``+dirty`` if the code had uncommitted changes then
+COMMIT_AT_START = git_commit()
+
+
 def provenance(seeds: Sequence[int], argv: Sequence[str] | None = None) -> dict[str, str]:
-    """``{"command", "commit", "seeds"}`` for the columns of a committed CSV."""
+    """``{"command", "commit", "seeds"}`` for the columns of a committed CSV (commit: :data:`COMMIT_AT_START`)."""
     args = list(sys.argv if argv is None else argv)
     if args and args[0].endswith(".py"):
         mod = Path(args[0]).resolve()
@@ -192,7 +197,7 @@ def provenance(seeds: Sequence[int], argv: Sequence[str] | None = None) -> dict[
             args = ["python", "-m", ".".join(mod.relative_to(ROOT).with_suffix("").parts)] + args[1:]
         except ValueError:
             args = ["python"] + args
-    return {"command": shlex.join(args), "commit": git_commit(), "seeds": " ".join(str(s) for s in seeds)}
+    return {"command": shlex.join(args), "commit": COMMIT_AT_START, "seeds": " ".join(str(s) for s in seeds)}
 
 
 def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:

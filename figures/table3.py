@@ -39,11 +39,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
-from figures.fewshot_common import Evaluator, build_model, ci95, git_commit, load_splits, provenance
+from figures.fewshot_common import COMMIT_AT_START, Evaluator, build_model, ci95, load_splits, provenance
 from reptile import fewshot
 from reptile.inner import Adam
 from reptile.train import MetaTrainer, TrainConfig
@@ -131,7 +130,7 @@ def train_and_evaluate(root: Path, algorithm: str, ways: int, s: Setting, seed: 
         results[str(shots)] = {m: {"accuracy": float(v.mean()), "ci95": ci95(v), "n_tasks": len(v)}
                                for m, v in per.items()}
     out = {"algorithm": algorithm, "ways": ways, "seed": seed, "setting": asdict(s), "iteration": trainer.iteration,
-           "results": results, "commit": git_commit(), "command": command,
+           "results": results, "commit": COMMIT_AT_START, "command": command,
            "cpu_seconds_this_process": time.process_time() - cpu, "train_cpu_seconds_this_process": train_cpu,
            "eval_seed": 12345, "eval_inner_steps": p.eval_inner_steps}
     folder.mkdir(parents=True, exist_ok=True)
