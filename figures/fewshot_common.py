@@ -141,13 +141,14 @@ def ci95(per_task: np.ndarray) -> float:
 def learning_curve(config: TrainConfig, sampler, scale: Scale, splits, *, n_way: int, eval_shots: int,
                    eval_steps: int, eval_batch: int, eval_optimizer: SGD | Adam, seed: int = 0,
                    mode: str = "non_transductive", evaluator: Evaluator | None = None,
-                   **labels: Any) -> pd.DataFrame:
+                   until: int | None = None, **labels: Any) -> pd.DataFrame:
     """Meta-train with ``config`` (seed ``seed``), evaluating on the test split every ``scale.eval_every``.
 
     Returns one row per evaluation point: ``seed, iteration, accuracy, ci95`` plus ``labels``.
     Test tasks are the same at every point, for every seed and every algorithm (eval seed 12345).
     Pass the ``evaluator`` of a figure to every call: its model and loss function are then shared
     by all runs, so the compiled inner step is reused instead of compiled again per run.
+    ``until`` stops after the evaluation point ``until`` (for regenerating one point).
     """
     model, loss_fn, phi = build_model(splits["train"], n_way, scale.filters, seed)
     if evaluator is not None:
@@ -157,6 +158,8 @@ def learning_curve(config: TrainConfig, sampler, scale: Scale, splits, *, n_way:
     trainer = MetaTrainer(loss_fn, phi, sampler, cfg)
     ev = evaluator or Evaluator(model, loss_fn, eval_optimizer, compile=scale.compile)
     points = sorted({0, *range(scale.eval_every, config.iterations, scale.eval_every), config.iterations})
+    if until is not None:  # stop early (the outer step still anneals over config.iterations)
+        points = [t for t in points if t <= until]
     rows = []
     for t in points:
         if t > trainer.iteration:

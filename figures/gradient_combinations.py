@@ -28,6 +28,7 @@ writes to the folder given, never the committed outputs unless asked).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -72,24 +73,45 @@ def combinations(max_m: int = MAX_M) -> list[tuple[str, str, int, list[float], f
     return out
 
 
+def _curve(mode: str, splits, evaluator: Evaluator, kind: str, text: str, m: int, weights: list[float], seed: int,
+           until: int | None = None) -> pd.DataFrame:
+    s = SETTINGS[mode]
+    scale: Scale = s["scale"]
+    cfg = TrainConfig("combination", inner_steps=m, inner_batch=BATCH, inner_optimizer="sgd",
+                      inner_lr=s["inner_lr"], outer_lr=s["outer_lr"], meta_batch=1, iterations=scale.iterations,
+                      weights=weights)
+    sampler = make_sampler(splits["train"], N_WAY, 5 * m, m, BATCH, "cycle")  # train-shots 5m: one epoch
+    return learning_curve(cfg, sampler, scale, splits, n_way=N_WAY, eval_shots=EVAL_SHOTS,
+                          eval_steps=s["eval_steps"], eval_batch=BATCH, eval_optimizer=SGD(s["inner_lr"]), seed=seed,
+                          evaluator=evaluator, until=until, kind=kind, label=text, m=m,
+                          weights=" ".join(f"{w:g}" for w in weights))
+
+
+def _evaluator(mode: str, splits) -> Evaluator:
+    s = SETTINGS[mode]
+    model, loss_fn, _ = build_model(splits["train"], N_WAY, s["scale"].filters)
+    return Evaluator(model, loss_fn, SGD(s["inner_lr"]), compile=s["scale"].compile)
+
+
+def regenerate(row: dict[str, Any]) -> float:
+    """Recompute one point of a written CSV (a row: ``mode, kind, m, seed, iteration``); returns its accuracy."""
+    mode = str(row["mode"])
+    splits = load_splits(SETTINGS[mode]["scale"].dataset)
+    kind, text, m, weights, _ = next(c for c in combinations() if c[0] == row["kind"] and c[2] == int(row["m"]))
+    df = _curve(mode, splits, _evaluator(mode, splits), kind, text, m, weights, int(row["seed"]), int(row["iteration"]))
+    return float(df[df.iteration == int(row["iteration"])]["accuracy"].iloc[0])
+
+
 def run(mode: str, seeds: tuple[int, ...] | None = None) -> pd.DataFrame:
     s = SETTINGS[mode]
     scale: Scale = s["scale"]
     seeds = seeds if seeds is not None else scale.seeds
     splits = load_splits(scale.dataset)
-    model, loss_fn, _ = build_model(splits["train"], N_WAY, scale.filters)
-    evaluator = Evaluator(model, loss_fn, SGD(s["inner_lr"]), compile=scale.compile)
+    evaluator = _evaluator(mode, splits)
     frames = []
     for kind, text, m, weights, _ in combinations():
-        cfg = TrainConfig("combination", inner_steps=m, inner_batch=BATCH, inner_optimizer="sgd",
-                          inner_lr=s["inner_lr"], outer_lr=s["outer_lr"], meta_batch=1, iterations=scale.iterations,
-                          weights=weights)
-        sampler = make_sampler(splits["train"], N_WAY, 5 * m, m, BATCH, "cycle")  # train-shots 5m: one epoch
         for seed in seeds:
-            frames.append(learning_curve(cfg, sampler, scale, splits, n_way=N_WAY, eval_shots=EVAL_SHOTS,
-                                         eval_steps=s["eval_steps"], eval_batch=BATCH,
-                                         eval_optimizer=SGD(s["inner_lr"]), seed=seed, evaluator=evaluator,
-                                         kind=kind, label=text, m=m, weights=" ".join(f"{w:g}" for w in weights)))
+            frames.append(_curve(mode, splits, evaluator, kind, text, m, weights, seed))
         last = pd.concat(frames[-len(seeds):])
         fin = last[last.iteration == scale.iterations]["accuracy"]
         print(f"  {text}: final accuracy {fin.mean():.3f} +- {fin.std():.3f} over {len(seeds)} seeds", flush=True)

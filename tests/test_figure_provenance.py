@@ -3,7 +3,8 @@
 * The compiled :class:`figures.fewshot_common.Evaluator` gives the same per-task accuracies as
   :func:`reptile.fewshot.evaluate_fewshot` (same tasks, same fine-tuning batches, same Adam state).
 * Every committed few-shot CSV records the command, commit and seeds that produced it.
-* One small committed point of Figure 4 is regenerated and compared.
+* One small committed point of Figures 3 and 4 is regenerated and compared (when committed at
+  the current protocol).
 """
 from __future__ import annotations
 
@@ -77,20 +78,25 @@ def test_committed_csv_records_provenance(name):
 
 
 @pytest.mark.slow
-def test_regenerate_one_committed_point_of_figure_4():
-    from figures import minibatch_overlap as fig4
+@pytest.mark.parametrize("name", ["gradient_combinations", "minibatch_overlap"])
+def test_regenerate_one_committed_point(name):
+    """Recompute the cheapest committed point of a figure (seed 0) and compare it with the CSV."""
+    import importlib
 
-    path = OUT / "minibatch_overlap.csv"
+    fig = importlib.import_module(f"figures.{name}")
+    path = OUT / f"{name}.csv"
     df = pd.read_csv(path)
     if "mode" not in df.columns:
-        pytest.skip(f"{path} predates the provenance columns; rebuild it (python -m figures.minibatch_overlap)")
-    # the cheapest point: fewest inner steps, smallest batch, seed 0
-    cand = df[(df.variant == "fomaml_shared") & (df.seed == 0)].sort_values(["k", "inner_batch"])
+        pytest.skip(f"{path} predates the provenance columns; rebuild it (python -m figures.{name})")
+    if name == "gradient_combinations":  # g_1 (one step per iteration), first point after the start
+        cand = df[(df.kind == "last") & (df.m == 1) & (df.seed == 0) & (df.iteration > 0)].sort_values("iteration")
+    else:  # shared-tail FOMAML with the fewest steps and the smallest batch
+        cand = df[(df.variant == "fomaml_shared") & (df.seed == 0)].sort_values(["k", "inner_batch"])
     row = cand.iloc[0].to_dict()
-    acc = fig4.regenerate(row)
-    # same code path (compiled), seeds and tasks on the same kind of CPU: equal up to a prediction
-    # flipped by float rounding (one of eval_tasks * 5 queries)
-    n = int(fig4.SETTINGS[row["mode"]]["scale"].eval_tasks) * fig4.N_WAY
+    acc = fig.regenerate(row)
+    # same code path (compiled), seeds and tasks on the same kind of CPU: equal up to one prediction
+    # flipped by float rounding, out of eval_tasks * 5 queries
+    n = int(fig.SETTINGS[row["mode"]]["scale"].eval_tasks) * 5
     assert abs(acc - row["accuracy"]) <= 1.0 / n + 1e-9, (acc, row)
 
 
@@ -113,3 +119,15 @@ def test_table3_fast_runs_end_to_end_in_a_scratch_folder(tmp_path):
     assert (committed.stat().st_mtime if committed.exists() else None) == before  # never figures/out
     with pytest.raises(SystemExit):
         table3.main(["--fast", "--out", str(OUT)])
+
+
+@pytest.mark.slow
+def test_regenerate_matches_a_fresh_fast_run(tmp_path):
+    """regenerate() recomputes a point exactly as run() computed it (fast mode, eager path)."""
+    from figures import gradient_combinations as fig3
+
+    fig3.main(fast=True, out=tmp_path)
+    df = pd.read_csv(tmp_path / "gradient_combinations.csv")
+    assert {"command", "commit", "seeds", "mode"} <= set(df.columns) and (df["mode"] == "fast").all()
+    row = df[(df.kind == "sum") & (df.m == 2) & (df.seed == 1)].sort_values("iteration").iloc[-1].to_dict()
+    assert fig3.regenerate(row) == row["accuracy"]  # same process kind, same eager path: bit-identical
