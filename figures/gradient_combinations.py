@@ -47,9 +47,11 @@ PAPER = dict(inner_lr=3e-3, outer_lr=0.25, iterations=40000, filters=64, eval_st
 SETTINGS = {
     "full": dict(scale=Scale(filters=32, iterations=3000, eval_every=500, eval_tasks=100, test_shots=1),
                  inner_lr=3e-3, outer_lr=0.25, eval_steps=5),
-    # what was run for the committed figure (CPU shared by several sessions): see the caption
+    # what was run for the committed figure (CPU shared by several sessions). At the paper's alpha
+    # (3e-3) 800 iterations learn nothing: every curve ended at 0.28 +- 0.02 (chance 0.2; measured,
+    # docs/figures.md), so the reduced mode takes alpha = 0.01 (3.3x the paper's), all else as official
     "reduced": dict(scale=Scale(filters=16, iterations=800, eval_every=200, eval_tasks=60, test_shots=1),
-                    inner_lr=3e-3, outer_lr=0.25, eval_steps=5),
+                    inner_lr=0.01, outer_lr=0.25, eval_steps=5),
     "fast": dict(scale=Scale(filters=4, iterations=2, eval_every=2, eval_tasks=2, test_shots=1,
                              dataset="glyphs-small", seeds=(0, 1),
                              compile=False),
