@@ -18,8 +18,9 @@ of m gradients moves m times further than one gradient. Panel (a) compares ``g_m
 sums at the official eps (as the paper's figure); panel (b) compares the sums with the averages,
 which take the same step as ``g_m``: averages against ``g_m`` is the comparison at equal step size.
 
-Scale: ``SETTINGS`` (full: sized to about 30 CPU minutes on this 2-core machine; the caption says
-how it differs from the paper's 40K iterations and 64 filters). Lines: mean over training seeds;
+Scale: ``SETTINGS`` (full: the paper's alpha, sized to about 30 CPU minutes on this 2-core
+machine; reduced, the committed figure: alpha = 0.01, because at 3e-3 its 800 iterations learned
+nothing, measured in docs/figures.md; the caption says how each differs from the paper). Lines: mean over training seeds;
 bands: +- one sample standard deviation over seeds.
 
 Run: ``python -m figures.gradient_combinations [--fast] [--out DIR]`` (fast: a smoke test that
