@@ -106,3 +106,23 @@ def test_default_unchanged_and_spec_round_trip():
 def test_unknown_convention_is_named():
     with pytest.raises(ValueError, match="convention 'tf'.*pytorch.*tensorflow"):
         OmniglotCNN(convention="tf")
+
+
+def test_cli_convention_flag_reaches_the_few_shot_model():
+    """``reptile train fewshot --convention tensorflow`` -> FewShotConfig -> build_fewshot_model ->
+    a CNN built with 'SAME' convolutions (the default stays PyTorch's)."""
+    from types import SimpleNamespace
+
+    from reptile.cli import build_parser
+    from reptile.fewshot import FewShotConfig, build_fewshot_model
+    from reptile.setups import config_from
+
+    parser = build_parser()
+    for flag, expected in (([], "pytorch"), (["--convention", "tensorflow"], "tensorflow")):
+        args = parser.parse_args(["train", "fewshot", *flag])
+        cfg = config_from(FewShotConfig, vars(args))
+        assert cfg.convention == expected
+        data = SimpleNamespace(image_shape=(28, 28, 1), channels=1)  # what build_fewshot_model reads
+        model = build_fewshot_model(data, 5, cfg.model, 8, cfg.norm, cfg.convention)
+        assert model.convention == expected
+        assert any(isinstance(m, SameConv2d) for m in model.modules()) == (expected == "tensorflow")

@@ -65,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="convolution filters per layer (paper: 64 OmniglotCNN, 32 MiniImageNetCNN)")
     g.add_argument("--norm", choices=("batch", "group", "none"), default="batch",
                    help="batch: batch statistics always, as the paper (default)")
+    g.add_argument("--convention", choices=("pytorch", "tensorflow"), default="pytorch",
+                   help="parameter and padding convention of the CNN: pytorch (default: PyTorch's initialization "
+                        "and symmetric padding, what every shipped checkpoint and the demo use) or tensorflow (the "
+                        "official code's Glorot-uniform weights, zero biases and 'SAME' padding, to match it exactly)")
     g.add_argument("--channels-last", action="store_true",
                    help="channels-last (NHWC) memory format for the convolutions; whether it is faster depends on "
                         "the network and --compile (measured ratios: docs/benchmarks.md)")

@@ -98,12 +98,14 @@ def _loading(name: str, progress: bool) -> Iterator[None]:
 
 
 def build_fewshot_model(dataset: ImageClassDataset, n_way: int, model: str = "auto", filters: int | None = None,
-                        norm: str = "batch") -> nn.Module:
+                        norm: str = "batch", convention: str = "pytorch") -> nn.Module:
     """The paper's CNN for the dataset's image shape.
 
     ``model="auto"`` picks ``OmniglotCNN`` (64 filters, stride-2 convolutions) for images smaller
     than 64 pixels (glyphs, Omniglot: 28x28x1) and ``MiniImageNetCNN`` (32 filters, max-pooling)
     otherwise (Mini-ImageNet: 84x84x3). Channels and image size always come from the dataset.
+    ``convention``: ``"pytorch"`` (default) or ``"tensorflow"``, the official code's Glorot-uniform
+    initialization, zero biases and 'SAME' padding (:mod:`reptile.models`).
     """
     shape = dataset.image_shape
     assert shape is not None
@@ -116,4 +118,4 @@ def build_fewshot_model(dataset: ImageClassDataset, n_way: int, model: str = "au
         raise ValueError(f"unknown few-shot model {model!r}; choose auto, omniglot or miniimagenet")
     cls = OmniglotCNN if model == "omniglot" else MiniImageNetCNN
     f = filters if filters is not None else (64 if model == "omniglot" else 32)
-    return cls(n_way=n_way, in_channels=dataset.channels, filters=f, norm=norm, image_size=h)
+    return cls(n_way=n_way, in_channels=dataset.channels, filters=f, norm=norm, image_size=h, convention=convention)

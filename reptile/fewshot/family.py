@@ -53,6 +53,7 @@ class FewShotConfig(TaskConfig):
     model: str = "auto"
     filters: int | None = None
     norm: str = "batch"
+    convention: str = "pytorch"  # "tensorflow": the official code's init and 'SAME' padding (reptile.models)
     channels_last: bool = False
 
     def __post_init__(self) -> None:
@@ -72,7 +73,8 @@ def build_fewshot(cfg: FewShotConfig) -> Setup:
     dtype, device = dtype_of(cfg.dtype), device_of(cfg.device)
     splits = load_splits(cfg.dataset, cfg.data_dir, cfg.seed, not cfg.no_rotations)
     train = splits["train"]
-    model = seeded_init(cfg.seed, lambda: build_fewshot_model(train, cfg.ways, cfg.model, cfg.filters, cfg.norm))
+    model = seeded_init(cfg.seed, lambda: build_fewshot_model(train, cfg.ways, cfg.model, cfg.filters, cfg.norm,
+                                                               cfg.convention))
     model = model.to(dtype=dtype, device=device)
     loss_fn = make_loss(model, "cross_entropy")
     sampler = EpisodeSampler(train, cfg.ways, cfg.train_shots, cfg.inner_steps, cfg.inner_batch, cfg.schedule,
