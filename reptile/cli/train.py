@@ -208,6 +208,9 @@ def _run_train(args: argparse.Namespace, cfg: "TrainConfig", ctx: "distributed.D
     except BaseException:
         trainer.close()
         raise
+    if progress and trainer.fast_path.compile and trainer.iteration < cfg.iterations:
+        print(f"training path: {trainer.fast_path.describe()}; the first iteration compiles it (a minute or two "
+              f"on a small CPU, once per shape; REPTILE_NO_COMPILE=1 runs eagerly, with the same numbers)", file=sys.stderr)
     try:
         trainer.run(progress=progress)
     except KeyboardInterrupt:
