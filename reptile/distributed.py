@@ -175,8 +175,13 @@ def process_group(device: torch.device | str = "cpu", timeout_s: float | None = 
     _TIMEOUT_S = timeout_s
     try:
         yield DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # every rank leaves together: a rank that destroyed the group while rank 0 was still evaluating
+    # was seen to abort (SIGABRT, "terminate called without an active exception") under load
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def trainer_kwargs(ctx: DistContext | None, meta_batch: int) -> dict[str, Any]:
