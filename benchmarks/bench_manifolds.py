@@ -36,7 +36,7 @@ import torch
 from analysis import artifacts
 from analysis.manifolds import approximate_projection, certified_projection
 from analysis.problems import sine_problem
-from benchmarks.common import compare
+from benchmarks.common import QUICK_RESULTS, RESULTS, compare
 from reptile.cli.argtypes import add_threads_flag, positive_int
 from reptile.threads import apply_threads
 
@@ -92,8 +92,7 @@ def write(rows: list[dict], path: str | os.PathLike) -> Path:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``out`` defaults to the committed results' CSV, or the scratch folder's
-    with ``--quick`` (``benchmarks.run.RESULTS`` / ``QUICK_RESULTS``), never over committed results."""
-    from benchmarks.run import QUICK_RESULTS, RESULTS  # lazily: benchmarks.run imports this module
+    with ``--quick`` (``benchmarks.common.RESULTS`` / ``QUICK_RESULTS``), never over committed results."""
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_manifolds", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one task per size, 2 rounds")

@@ -8,8 +8,13 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
+
+#: the committed results of the full benchmark suite, and the git-ignored scratch folder of ``--quick``
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = RESULTS / "quick"
 
 from reptile.profiling import Timing, compare  # noqa: F401  (the benchmarks' timing, re-exported)
 

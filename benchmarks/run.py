@@ -41,14 +41,12 @@ if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench_avggradinner, bench_manifolds, bench_memory, bench_meta  # noqa: E402
-from benchmarks.common import fmt_table, machine  # noqa: E402
+from benchmarks.common import QUICK_RESULTS, RESULTS, fmt_table, machine  # noqa: E402
 from reptile.cli.argtypes import add_threads_flag  # noqa: E402
 from reptile.threads import apply_threads  # noqa: E402
 
 SUITES = ("default", "meta", "parallel", "avggradinner", "memory", "hvp", "manifolds")
 HERE = Path(__file__).resolve().parent
-#: the committed results of the full suite, and the git-ignored scratch folder of ``--quick``
-RESULTS, QUICK_RESULTS = HERE / "results", HERE / "results" / "quick"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
