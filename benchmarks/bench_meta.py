@@ -202,6 +202,41 @@ def _with_threads(fn: Callable[[], None], n: int) -> Callable[[], None]:
     return call
 
 
+def convolutions_alone(model: nn.Module, setting: dict) -> Callable[[], None]:
+    """The floor of any implementation on this CPU: only the convolutions of one meta-iteration.
+
+    oneDNN's forward and backward (input gradient where a layer has a predecessor, weight and bias
+    gradients) of every ``Conv2d`` of ``model`` at the shapes the inner steps meet, channels-last
+    (its faster layout here), ``meta_batch x k`` times on fixed random tensors (so with warm caches:
+    a lower bound). Nothing else of the meta-iteration (batch norm, ReLU, loss, optimizer, Python)
+    is in it.
+    """
+    shapes: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: shapes.append((mod, tuple(inp[0].shape))))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(setting["batch"], *setting["shape"]))
+    for h in hooks:
+        h.remove()
+    cl = torch.channels_last
+    layers = []
+    for i, (conv, shape) in enumerate(shapes):
+        x = torch.randn(shape).contiguous(memory_format=cl)
+        w = conv.weight.detach().clone().contiguous(memory_format=cl)
+        b = conv.bias.detach().clone() if conv.bias is not None else None
+        go = torch.randn_like(conv._conv_forward(x, w, b))
+        layers.append((conv, x, w, b, go, [i > 0, True, b is not None]))
+    steps = setting["meta_batch"] * setting["k"]
+
+    def run() -> None:
+        for _ in range(steps):
+            for conv, x, w, b, go, mask in layers:
+                conv._conv_forward(x, w, b)
+                torch.ops.aten.convolution_backward(go, x, w, None if b is None else [b.numel()], conv.stride,
+                                                    conv.padding, conv.dilation, False, [0, 0], conv.groups, mask)
+    return run
+
+
 def run_default(repeats: int, threads: tuple[int, ...] = (1, 2), log: Callable[[str], None] = print,
                 setting_name: str = "omniglot", algorithm: str = "reptile") -> list[dict]:
     """What a user gets without flags (``TrainConfig()``'s ``compile``/``channels_last`` = "auto")
@@ -224,6 +259,7 @@ def run_default(repeats: int, threads: tuple[int, ...] = (1, 2), log: Callable[[
         for name, over in (("default", {}), ("default, persistent Adam", {"reset_inner_state": False})):
             trainers[(name, n)] = t = make_trainer(copy.deepcopy(model), tasks, algorithm, s, **over)
             cands[f"{name}, {n} thread(s)"] = _with_threads(lambda t=t: t.step(), n)
+    cands[f"convolutions alone, {threads[0]} thread(s)"] = _with_threads(convolutions_alone(model, s), threads[0])
     first = {}
     for name, f in cands.items():  # first calls: compilation (once per shape: the later trainers reuse it)
         tic = time.perf_counter()
@@ -235,7 +271,9 @@ def run_default(repeats: int, threads: tuple[int, ...] = (1, 2), log: Callable[[
     rows = []
     for n in threads:
         base = res[f"reference, {n} thread(s)"]
-        for name in ("reference", "default", "default, persistent Adam"):
+        for name in ("reference", "default", "default, persistent Adam", "convolutions alone"):
+            if f"{name}, {n} thread(s)" not in res:
+                continue
             t = res[f"{name}, {n} thread(s)"]
             wall = statistics.median(c / b for c, b in zip(t.wall, base.wall))
             cpu = statistics.median(c / b for c, b in zip(t.cpu, base.cpu)) if n == 1 else float("nan")

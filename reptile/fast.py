@@ -49,16 +49,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.func import grad_and_value
 
 from .algorithms import ALGORITHMS, _check, check_weights, meta_update
-from .inner import SGD, Adam, State, Step, make_step
+from .flat import FLAT, FlatLayout
+from .inner import SGD, Adam, State, make_step
 from .types import Batch, LossFn, Params
 
 MetaUpdate = Callable[..., tuple[Params, State, Tensor]]
 
 __all__ = ["make_meta_update", "channels_last_images", "channels_last_batches", "channels_last_params",
            "contiguous_params", "FastPath", "FastMetaUpdate", "choose_fast_path", "compile_unavailable",
-           "AUTO_COMPILE_MIN_PARAMS", "AUTO_COMPILE_ALGORITHMS"]
+           "AUTO_COMPILE_MIN_PARAMS", "AUTO_COMPILE_ALGORITHMS", "make_flat_task"]
 
 #: ``compile="auto"`` compiles models with a convolution and at least this many parameters (the
 #: Omniglot CNN has 113K, the Mini-ImageNet CNN 33K; the tiny CNNs of tests and demos have < 20K)
@@ -266,21 +268,33 @@ def _describe(e: BaseException) -> str:
     return line(e) + (f" <- {line(inner)}" if inner is not None and inner is not e else "")
 
 
-def _stepwise(name: str, step: Step, phi: Params, batches: Batch, state: State,
-              weights: Sequence[float] | None) -> tuple[Params, State, Tensor]:
-    """``meta_update`` of the step-by-step algorithms with a given (compiled) inner step, without
-    the per-step bookkeeping ``adapt`` keeps for general use (the running gradient sum, kept lists)."""
-    x, y = batches
-    k = x.shape[0]
-    params, losses = phi, []
-    before = phi
-    for i in range(k):
-        if i == k - 1:
-            before = params
-        params, state, loss, _ = step(params, state, x[i], y[i])
-        losses.append(loss.detach())
-    start = phi if name == "reptile" else before
-    return {n: start[n] - params[n] for n in params}, state, torch.stack(losses)
+def make_flat_task(name: str, loss_fn: LossFn, optimizer: SGD | Adam,
+                   layout: FlatLayout) -> Callable[[Tensor, State, Tensor, Tensor], tuple[Tensor, State, Tensor]]:
+    """Reptile's or FOMAML's update of one task on flat buffers (:class:`reptile.flat.FlatLayout`):
+    ``task(phi, state, x, y) -> (u, state, losses)`` with ``phi`` and ``u`` of shape ``[n]``, the
+    state's moments as ``{FLAT: [n]}``, minibatches ``x[k, b, ...]``, ``y[k, b, ...]`` and ``losses[k]``.
+
+    The k inner steps (paper Algorithm 1/2: ``phi_{i+1} = optimizer.step(phi_i, grad L_i(phi_i))``)
+    are unrolled in one function, so ``torch.compile`` builds one graph per task shape: the whole
+    inner loop, every step's gradient, batch norm, ReLU, loss and optimizer fused, one call (one
+    guard check) per task. ``u = phi_1 - phi_{k+1}`` for Reptile, ``phi_k - phi_{k+1}`` (the last
+    step) for FOMAML, as :func:`reptile.algorithms.meta_update` computes them.
+    """
+    if name not in ("reptile", "fomaml"):
+        raise ValueError(f"make_flat_task runs reptile or fomaml, not {name!r}")
+    grad_value = grad_and_value(loss_fn)
+
+    def task(phi: Tensor, state: State, x: Tensor, y: Tensor) -> tuple[Tensor, State, Tensor]:
+        flat, before, losses = phi, phi, []
+        for i in range(x.shape[0]):
+            g, loss = grad_value(layout.unflatten(flat), (x[i], y[i]))
+            before = flat
+            new, state = optimizer.step({FLAT: flat}, {FLAT: layout.flatten(g)}, state)
+            flat = new[FLAT]
+            losses.append(loss.detach())
+        return (phi if name == "reptile" else before) - flat, state, torch.stack(losses)
+
+    return task
 
 
 def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compile: bool = False,
@@ -338,7 +352,25 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
             return (contiguous_params(u) if channels_last else u), state, losses
         return FastMetaUpdate(run_whole, eager)
 
-    # step by step: one compiled inner step (gradient and optimizer update in one graph)
+    if name in ("reptile", "fomaml"):
+        # the whole task in one graph, on flat buffers (reptile.flat): one compiled function per layout
+        tasks: dict[FlatLayout, Callable] = {}
+
+        def run_task(phi: Params, batches: Batch, state: State | None = None, *,
+                     weights: Sequence[float] | None = None) -> tuple[Params, State, Tensor]:
+            _check(name, batches)
+            lay = FlatLayout.of(phi, channels_last)
+            if lay not in tasks:
+                tasks[lay] = torch.compile(make_flat_task(name, loss_fn, optimizer, lay),
+                                           **compile_kwargs(device, True, **(compile_options or {})))
+            flat = lay.flatten(phi)
+            fstate = optimizer.init({FLAT: flat}) if state is None else lay.flatten_state(state)
+            x, y = channels_last_batches(batches) if channels_last else batches
+            u, fstate, losses = tasks[lay](flat, fstate, x, y)
+            return lay.unflatten_copy(u), lay.unflatten_state(fstate), losses
+        return FastMetaUpdate(run_task, eager)
+
+    # combinations and joint training: one compiled inner step (gradient and optimizer update in one graph)
     step = torch.compile(make_step(loss_fn, optimizer), **compile_kwargs(device, True, **(compile_options or {})))
 
     def run_steps(phi: Params, batches: Batch, state: State | None = None, *,
@@ -346,12 +378,8 @@ def make_meta_update(name: str, loss_fn: LossFn, optimizer: SGD | Adam, *, compi
         _check(name, batches)
         phi, batches, state = layout(phi, batches, state)
         state = optimizer.init(phi) if state is None else state
-        if name in ("reptile", "fomaml"):
-            u, state, losses = _stepwise(name, step, phi, batches, state, weights)
-        elif name == "combination":
-            w = check_weights(weights, len(batches[0]))
-            u, state, losses = meta_update(name, loss_fn, phi, batches, optimizer, state, weights=w, step=step)
-        else:
-            u, state, losses = meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights, step=step)
+        if name == "combination":
+            weights = check_weights(weights, len(batches[0]))
+        u, state, losses = meta_update(name, loss_fn, phi, batches, optimizer, state, weights=weights, step=step)
         return (contiguous_params(u) if channels_last else u), state, losses
     return FastMetaUpdate(run_steps, eager)
