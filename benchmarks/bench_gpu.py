@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from benchmarks import bench_hvp, bench_memory, bench_meta
-from benchmarks.common import compare
+from benchmarks.common import compare, first_calls
 from reptile.models import seeded_init
 
 
@@ -45,12 +45,7 @@ def meta_rows(device: str, repeats: int, meta_batches: tuple[int, ...], log=prin
             paths[name] = trainer.fast_path.describe()
             cands[name] = lambda t=trainer: t.step()
         cands = bench_meta._synced(cands, device)
-        first = {}
-        for name, f in cands.items():
-            tic = time.perf_counter()
-            f()
-            first[name] = time.perf_counter() - tic
-            log(f"  meta-batch {mb} {name}: first call {first[name]:.1f} s")
+        first = first_calls(cands, log, f"meta-batch {mb} ")
         res = compare(cands, "reference", repeats, warmup=1)
         for name, t in res.items():
             rows.append({"section": "meta_iteration", "setting": "omniglot 5-way reptile", "meta_batch": mb,

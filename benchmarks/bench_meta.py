@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Callable
 
 import numpy as np
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from benchmarks.common import compare
+from benchmarks.common import compare, first_calls
 from reptile.losses import make_loss, params_of
 from reptile.models import MiniImageNetCNN, OmniglotCNN, seeded_init
 from reptile.train import MetaTrainer, TrainConfig
@@ -162,12 +161,7 @@ def run(settings: list[str], algorithms: list[str], variants: list[str], repeats
             for v in variants:
                 cands[v] = engine(copy.deepcopy(model), tasks, alg, s, **VARIANTS[v])
             # first calls (compilation) timed separately, then one more warm-up round inside compare
-            first = {}
-            for n, f in cands.items():
-                tic = time.perf_counter()
-                f()
-                first[n] = time.perf_counter() - tic
-                log(f"  {sname} {alg} {n}: first call {first[n]:.1f} s")
+            first = first_calls(cands, log, f"{sname} {alg} ")
             res = compare(_synced(cands, device), "reference", repeats[sname], warmup=1)
             for n, t in res.items():
                 rows.append({"suite": "meta_iteration", "device": device, "setting": sname, "algorithm": alg, "candidate": n,
@@ -260,12 +254,7 @@ def run_default(repeats: int, threads: tuple[int, ...] = (1, 2), log: Callable[[
             trainers[(name, n)] = t = make_trainer(copy.deepcopy(model), tasks, algorithm, s, **over)
             cands[f"{name}, {n} thread(s)"] = _with_threads(lambda t=t: t.step(), n)
     cands[f"convolutions alone, {threads[0]} thread(s)"] = _with_threads(convolutions_alone(model, s), threads[0])
-    first = {}
-    for name, f in cands.items():  # first calls: compilation (once per shape: the later trainers reuse it)
-        tic = time.perf_counter()
-        f()
-        first[name] = time.perf_counter() - tic
-        log(f"  {name}: first call {first[name]:.1f} s")
+    first = first_calls(cands, log)  # compilation (once per shape: the later trainers reuse it)
     path = trainers[("default", threads[0])].fast_path.describe()
     res = compare(cands, f"reference, {threads[0]} thread(s)", repeats, warmup=1)
     rows = []
@@ -387,12 +376,7 @@ def run_parallel(settings: list[str], algorithms: list[str], variants: list[str]
                 for v in variants:
                     workers[v] = DataParallel(sname, alg, VARIANTS[v], world)
                     cands[f"{world} processes, {v}"] = workers[v]
-                first = {}
-                for n, f in cands.items():
-                    tic = time.perf_counter()
-                    f()
-                    first[n] = time.perf_counter() - tic
-                    log(f"  {sname} {alg} {n}: first call {first[n]:.1f} s")
+                first = first_calls(cands, log, f"{sname} {alg} ")
                 res = compare(cands, "reference", repeats, warmup=1)
             finally:
                 for w in workers.values():

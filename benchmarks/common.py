@@ -9,6 +9,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -17,6 +18,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = RESULTS / "quick"
 
 from reptile.profiling import Timing, compare  # noqa: F401  (the benchmarks' timing, re-exported)
+
+
+def first_calls(candidates: dict[str, Callable[[], object]], log: Callable[[str], None],
+                prefix: str = "") -> dict[str, float]:
+    """Call every candidate once and return its wall time (seconds), logging ``"{prefix}{name}: first call"``.
+
+    For a compiled path the first call of an input shape is mostly compilation (the "time to first
+    iteration"), so it is timed apart, before :func:`compare`'s warm-up and rounds.
+    """
+    first = {}
+    for name, f in candidates.items():
+        tic = time.perf_counter()
+        f()
+        first[name] = time.perf_counter() - tic
+        log(f"  {prefix}{name}: first call {first[name]:.1f} s")
+    return first
 
 
 def machine() -> dict[str, object]:

@@ -5,11 +5,14 @@
 
 * ``channels_last=True``: image minibatches ``x[k, b, C, H, W]`` and 4-d parameters are laid out
   channels-last (NHWC), which oneDNN's convolutions run faster on a CPU.
-* ``compile=True``: ``torch.compile`` of one inner step (gradient and optimizer update in one
-  graph, so batch norm, ReLU and the optimizer's elementwise work are fused) for Reptile, FOMAML,
-  combinations and joint training; for MAML of the whole differentiable inner loop and its outer
-  gradient. The Adam step counter is a 0-d tensor, so steps do not recompile; one graph is built
-  per input shape and dtype (``dynamic=False``) and reused for every task and iteration.
+* ``compile=True``: ``torch.compile`` of the inner loop. For Reptile and FOMAML the parameters,
+  gradient and optimizer moments of a task live in flat buffers (:mod:`reptile.flat`) and up to
+  :data:`MAX_UNROLLED_STEPS` inner steps are one graph (:func:`make_flat_steps`): every step's
+  gradient, batch norm, ReLU, loss and one fused optimizer kernel, called once per task (the
+  paper's k = 5) with a handful of inputs to guard. Combinations and joint training compile one
+  inner step; MAML the whole differentiable inner loop and its outer gradient. The Adam step
+  counter is a 0-d tensor, so steps do not recompile; one graph is built per input shape and dtype
+  (``dynamic=False``) and reused for every task and iteration.
 
 Neither path changes the mathematics; they change the order of floating-point operations, so
 results agree with the eager path to rounding (``tests/test_fast.py`` checks this in float64 and
@@ -26,17 +29,16 @@ compile, channels-last, for the step-by-step algorithms (Reptile, FOMAML, combin
 with a convolution and at least :data:`AUTO_COMPILE_MIN_PARAMS` parameters (the paper's two
 few-shot CNNs: 113K and 33K parameters), when ``torch.compile`` is usable (a C++ compiler on a CPU,
 triton on a GPU); the eager path otherwise. Why: on this project's 2-core CPU the compiled
-channels-last step is the fastest path for both paper CNNs (``docs/benchmarks.md``), and its compile
-(about a minute, once per input shape, cached on disk by inductor) is amortized after a few hundred
-iterations of a 100K-iteration run (measured 2026-11-30: one Reptile meta-iteration at the paper's
-Omniglot 5-way settings 0.68x the plain PyTorch loop in CPU time, against 1.2-1.35x for the eager
-path). MAML's whole-update compile takes 7-8 minutes cold, so it stays eager unless asked. Small
-models stay eager too: for the sine MLP compiling *is* faster per iteration (0.31x the eager
-iteration, 1.4 ms against 4.2 ms on the loaded 2-core CPU) but its 20 s compile pays back only after
-~7,000 iterations, while the sine runs of tests, demos and quick CLI checks are far shorter; pass
-``compile=True`` (``--compile``) for the blog's 30,000-iteration sine run. When
-compilation fails at run time the update warns (``RuntimeWarning``, through :mod:`warnings`) and
-continues eagerly with the same numbers.
+channels-last task is the fastest path for both paper CNNs (``python -m benchmarks --only default``
+prints its ratio to the plain PyTorch loop at 1 and 2 threads; ``docs/benchmarks.md``), and its
+compile (about 20 s cold for the Omniglot task, once per input shape, cached on disk by inductor)
+is amortized within a few hundred iterations of a 100K-iteration run. MAML's whole-update compile
+takes 7-8 minutes cold, so it stays eager unless asked. Small models stay eager too: for the sine
+MLP compiling *is* faster per iteration but its compile pays back only after thousands of
+iterations, while the sine runs of tests, demos and quick CLI checks are far shorter; pass
+``compile=True`` (``--compile``) for the blog's 30,000-iteration sine run. When compilation fails
+at run time the update warns (``RuntimeWarning``, through :mod:`warnings`) and continues eagerly
+with the same numbers.
 """
 from __future__ import annotations
 
