@@ -65,16 +65,21 @@ def test_zero_second_derivative_leaves_give_zeros():
     assert float(tree.norm(tree.sub(a, b))) < 1e-12
 
 
-def test_compiled_auto_product_for_a_paper_size_cnn(monkeypatch):
-    """A CNN above the auto-compile size takes the compiled channels-last product (dynamo's graph run
-    without inductor here): equal to the eager rev-rev product to 1e-10 in float64, graph cached."""
-    monkeypatch.setattr(fast, "COMPILE_OPTIONS", {"backend": "eager"})
+def _paper_size_cnn(monkeypatch, backend):
+    """A float64 CNN above the auto-compile size, its loss and parameters, with ``backend`` as the compiler."""
+    monkeypatch.setattr(fast, "COMPILE_OPTIONS", {"backend": backend})
     if fast.compile_unavailable("cpu"):
         pytest.skip(fast.compile_unavailable("cpu"))
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = OmniglotCNN(n_way=3, filters=32, norm="none").double()
-    f, phi = make_loss(model, "cross_entropy"), params_of(model)
+    return make_loss(model, "cross_entropy"), params_of(model)
+
+
+def test_compiled_auto_product_for_a_paper_size_cnn(monkeypatch):
+    """A CNN above the auto-compile size takes the compiled channels-last product (dynamo's graph run
+    without inductor here): equal to the eager rev-rev product to 1e-10 in float64, graph cached."""
+    f, phi = _paper_size_cnn(monkeypatch, "eager")
     assert sum(t.numel() for t in phi.values()) >= fast.AUTO_COMPILE_MIN_PARAMS
     g = torch.Generator().manual_seed(0)
     batch = (torch.rand(4, 1, 28, 28, generator=g, dtype=torch.float64), torch.arange(4) % 3)
@@ -90,13 +95,7 @@ def test_compiled_auto_product_for_a_paper_size_cnn(monkeypatch):
 def test_failed_compilation_of_the_product_warns_and_runs_eagerly(monkeypatch):
     def broken(gm, example_inputs):
         raise RuntimeError("simulated compiler failure")
-    monkeypatch.setattr(fast, "COMPILE_OPTIONS", {"backend": broken})
-    if fast.compile_unavailable("cpu"):
-        pytest.skip(fast.compile_unavailable("cpu"))
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = OmniglotCNN(n_way=3, filters=32, norm="none").double()
-    f, phi = make_loss(model, "cross_entropy"), params_of(model)
+    f, phi = _paper_size_cnn(monkeypatch, broken)
     batch = (torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.arange(2))
     v = _rand(phi, 3)
     with pytest.warns(RuntimeWarning, match="simulated compiler failure"):
