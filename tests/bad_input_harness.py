@@ -16,6 +16,7 @@ checkpoint write, a damaged newest checkpoint) are in ``test_faults.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -152,12 +153,20 @@ def server(tmp_path_factory):
     weights.mkdir()
     (weights / "sine.json").write_text('{"format": "x"}')
     (weights / "link.json").symlink_to(base / "secret.json")
+    with serve_demo(weights) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def serve_demo(weights: Path):
+    """The demo server of ``weights`` on a free local port, in a thread, shut down on exit."""
     srv = make_server("127.0.0.1", 0, weights)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def _ckpt(run: Path) -> Path:

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import torch
 from reptile.checkpoint import save_checkpoint
 from reptile.cli import main
 from reptile.cli.demo import DEMO_DIR, make_server, safe_join
+
+from bad_input_harness import serve_demo
 from reptile.demo_export import FORMAT, decode_params, export_demo, random_init
 from reptile.models import MLP, OmniglotCNN, model_spec
 
@@ -43,12 +44,8 @@ def server(tmp_path):
     weights.mkdir()
     (weights / "sine.json").write_text('{"format": "x"}')
     (tmp_path / "outside.json").write_text("{}")
-    srv = make_server("127.0.0.1", 0, weights)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serve_demo(weights) as srv:
+        yield srv
 
 
 def get(srv, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
