@@ -50,7 +50,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the inner step (MAML: the whole update) even where the default ('auto': "
                         "compile convolutional models of the paper's size, first-order algorithms) would not; the "
-                        "first iteration compiles (a minute or more on a small CPU); same numbers up to rounding; "
+                        "first iteration compiles (20-60 s on a small CPU for a few-shot CNN, minutes for MAML); same numbers up to rounding; "
                         "REPTILE_NO_COMPILE=1 turns compilation off")
     g.add_argument("--iterations", type=positive_int, help="outer iterations")
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialization and of every task (default 0)")
@@ -209,8 +209,8 @@ def _run_train(args: argparse.Namespace, cfg: "TrainConfig", ctx: "distributed.D
         trainer.close()
         raise
     if progress and trainer.fast_path.compile and trainer.iteration < cfg.iterations:
-        print(f"training path: {trainer.fast_path.describe()}; the first iteration compiles it (a minute or two "
-              f"on a small CPU, once per shape; REPTILE_NO_COMPILE=1 runs eagerly, with the same numbers)", file=sys.stderr)
+        print(f"training path: {trainer.fast_path.describe()}; the first iteration compiles it (20-60 s "
+              f"on a small CPU, once per shape, then cached on disk; REPTILE_NO_COMPILE=1 runs eagerly, with the same numbers)", file=sys.stderr)
     try:
         trainer.run(progress=progress)
     except KeyboardInterrupt:
