@@ -149,29 +149,42 @@ def _autograd_hvp(loss_fn: LossFn, phi: Params, batch: Batch, v: Params) -> Para
 
 
 class _CompiledHVP:
-    """``(phi, batch, v) -> H v``: a ``torch.compile``-d channels-last reverse-over-reverse product;
-    returns ``None`` (after a ``RuntimeWarning``, once) if compiling fails, so the caller runs eagerly."""
+    """``(phi, batch, v) -> H v``: a ``torch.compile``-d channels-last reverse-over-reverse product on
+    flat buffers (:class:`reptile.flat.FlatLayout`: three tensor inputs to guard instead of two per
+    leaf, one output); returns ``None`` (after a ``RuntimeWarning``, once) if compiling fails, so the
+    caller runs eagerly. One compiled function per parameter layout."""
 
     def __init__(self, loss_fn: LossFn, device: torch.device) -> None:
-        from reptile.fast import channels_last_images, channels_last_params, compile_kwargs
-        self._cl_params, self._cl_images = channels_last_params, channels_last_images
-        self._fn = torch.compile(hvp_fn(loss_fn, "rev-rev"), **compile_kwargs(device))
+        from reptile.fast import channels_last_images, compile_kwargs
+        self._loss_fn, self._cl_images, self._kwargs = loss_fn, channels_last_images, compile_kwargs(device)
+        self._fns: dict = {}
         self.failed: str | None = None
 
+    def _fn(self, layout):
+        if layout not in self._fns:
+            product = hvp_fn(self._loss_fn, "rev-rev")
+
+            def flat_product(phi: Tensor, batch: Batch, v: Tensor) -> Tensor:
+                return layout.flatten(product(layout.unflatten(phi), batch, layout.unflatten(v)))
+            self._fns[layout] = torch.compile(flat_product, **self._kwargs)
+        return self._fns[layout]
+
     def __call__(self, phi: Params, batch: Batch, v: Params) -> Params | None:
+        from reptile.flat import FlatLayout
         if self.failed:
             return None
         x, *rest = batch
         x = self._cl_images(x) if x.ndim == 4 else x
+        layout = FlatLayout.of(phi, channels_last=True)
         try:
-            out = self._fn(self._cl_params(phi), (x, *rest), self._cl_params(v))
+            out = self._fn(layout)(layout.flatten(phi), (x, *rest), layout.flatten({k: v[k] for k in phi}))
         except Exception as e:  # noqa: BLE001 - the eager rerun raises real input errors
             from reptile.fast import _describe
             self.failed = _describe(e)
             warnings.warn(f"hvp: torch.compile failed ({self.failed}); using the eager product (same numbers)",
                           RuntimeWarning, stacklevel=3)
             return None
-        return {k: t.contiguous() for k, t in out.items()}
+        return layout.unflatten_copy(out)
 
 
 _COMPILED_HVPS: "weakref.WeakKeyDictionary[LossFn, _CompiledHVP]" = weakref.WeakKeyDictionary()
