@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from child_signals import default_sigint
 from reptile.demo_server import host_allowed, is_loopback, make_server
 
 
@@ -153,7 +154,8 @@ def test_ipv4_short_forms_are_loopback():
 def test_reptile_demo_on_127_1_gives_no_warning(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "reptile", "demo", "--host", "127.1", "--port", "0"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)  # SIGINT is ignored in a CI step run in the background
     try:
         line = proc.stdout.readline()
         assert line.startswith("Reptile demo at http://127.0.0.1:"), (line, proc.stderr.read())

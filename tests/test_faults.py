@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from child_signals import default_sigint
 from reptile.checkpoint import atomic_write_bytes, latest_checkpoint, list_checkpoints, save_checkpoint
 
 ARGS = ["train", "sine", "--iterations", "2000", "--checkpoint-every", "20", "--log-every", "10",
@@ -34,20 +35,7 @@ def _start(out: Path, resume: bool = False, iterations: int | None = None) -> su
     cmd = [sys.executable, "-m", "reptile", *args, "--out", str(out)] + (["--resume"] if resume else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{out}.stdout", "ab") as so, open(f"{out}.stderr", "ab") as se:
-        return subprocess.Popen(cmd, stdout=so, stderr=se, env=env, preexec_fn=_default_sigint)
-
-
-def _default_sigint() -> None:
-    """In the child, before exec: SIGINT back to its default action.
-
-    A shell without job control starts background commands (``./scripts/test.sh &``, ``nohup``,
-    a CI step run in the background) with SIGINT ignored, and the ignoring is inherited by pytest
-    and by every process it starts. Python installs its KeyboardInterrupt handler only where SIGINT
-    is not ignored, so such a trainer never sees the test's SIGINT and trains on until the test's
-    timeout: the ``TimeoutExpired`` this test used to fail with. ``reptile train`` keeps honouring an
-    ignored SIGINT (that is what ``nohup`` asks for); the test sets the default for its own child.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+        return subprocess.Popen(cmd, stdout=so, stderr=se, env=env, preexec_fn=default_sigint)
 
 
 def _stderr(out: Path) -> str:
@@ -164,7 +152,7 @@ def test_the_trainer_child_gets_a_working_sigint_even_when_the_suite_ignores_it(
     try:
         inherited = subprocess.run(probe, capture_output=True, text=True, timeout=60).stdout.strip()
         restored = subprocess.run(probe, capture_output=True, text=True, timeout=60,
-                                  preexec_fn=_default_sigint).stdout.strip()
+                                  preexec_fn=default_sigint).stdout.strip()
     finally:
         signal.signal(signal.SIGINT, old)
     assert (inherited, restored) == ("False", "True")
