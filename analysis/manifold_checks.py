@@ -43,14 +43,13 @@ import scipy.linalg
 import torch
 
 from reptile import tree
-from reptile.algorithms import meta_gradient
 from reptile.losses import make_loss
 from reptile.models import LinearModel
 from reptile.tasks import LeastSquaresTask, LeastSquaresTaskDistribution
 
 from . import artifacts
 from .claims import Claim, check_mode
-from .manifolds import (ls_distance_minimizer, ls_joint_minimizer, ls_reptile_fixed_point, reptile_vs_projection,
+from .manifolds import (batched_reptile_gradients, ls_distance_minimizer, ls_joint_minimizer, ls_reptile_fixed_point, reptile_vs_projection,
                         solution_projection)
 from .progress import bar
 
@@ -176,10 +175,11 @@ def _fixed_point_claims(cfg: dict, out_dir: Path) -> list[Claim]:
     # batched Reptile with the engine: phi <- phi - eps * alpha * mean_tau g_Reptile(tau), eps = 1
     loss_fn = make_loss(LinearModel(2).double(), "mse")
     phi = {"linear.weight": torch.tensor([[-2.5, 3.0]], dtype=torch.float64)}
-    batches = [(t.inputs.expand(k, 1, 2), t.targets.expand(k, 1, 1)) for t in ts]
+    x = torch.stack([t.inputs.expand(k, 1, 2) for t in ts])
+    y = torch.stack([t.targets.expand(k, 1, 1) for t in ts])
+    per_task = batched_reptile_gradients(loss_fn, PLANE_ALPHA)   # all tasks in one vmapped call
     for _ in range(cfg["batched_iters"]):
-        g = tree.mean([meta_gradient("reptile", loss_fn, phi, b, PLANE_ALPHA) for b in batches])
-        phi = tree.add(phi, g, -PLANE_ALPHA)
+        phi = tree.add(phi, {n: v.mean(0) for n, v in per_task(phi, x, y).items()}, -PLANE_ALPHA)
     end = phi["linear.weight"][0].numpy()
     fp = ls_reptile_fixed_point(ts, k, PLANE_ALPHA)
     gap = float(np.linalg.norm(end - fp))

@@ -874,6 +874,17 @@ def reptile_vs_projection(loss_fn: LossFn, phi: Params, batches: Batch, alpha: f
     return out
 
 
+def batched_reptile_gradients(loss_fn: LossFn, alpha: float) -> Callable[[Params, Tensor, Tensor], Params]:
+    """``(phi, x[N, k, b, ...], y[N, k, b, ...]) -> {name: [N, ...]}``: the engine's
+    ``reptile.algorithms.meta_gradient("reptile", ...)`` of each of N tasks at step ``alpha``,
+    vmapped over the tasks (as the trainer's ``batching="vmap"`` does). The batched Reptile claims
+    take the mean over the tasks; a Python loop over them costs N times the calls and gives the
+    same numbers to rounding (tests/test_verify_speed.py)."""
+    from reptile.algorithms import meta_gradient
+
+    return vmap(lambda phi, xb, yb: meta_gradient("reptile", loss_fn, phi, (xb, yb), alpha), in_dims=(None, 0, 0))
+
+
 # -- least-squares closed forms -------------------------------------------------------------------
 def ls_matrices(task: LeastSquaresTask) -> tuple[np.ndarray, np.ndarray]:
     """``(A[m, d], y[m])`` of a least-squares task as float64 numpy arrays."""
