@@ -293,7 +293,6 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     """Solution-manifold claims (modes ``quick`` < 10 s, ``default`` < 30 s, ``full`` tens of minutes)."""
     cfg = CONFIG[check_mode(mode)]
     out_dir = Path(out_dir)
-    torch.set_num_threads(1)
     claims = _projection_claims(cfg) + _reptile_claims(cfg, out_dir, progress) + _fixed_point_claims(cfg, out_dir)
     claims += _mlp_claims(cfg, out_dir, progress)
     if cfg["networks"]:

@@ -116,3 +116,149 @@ def test_batched_reptile_gradients_match_the_loop_over_tasks():
     ref = torch.stack([meta_gradient("reptile", loss_fn, phi, (x[i], y[i]), 0.3)["linear.weight"] for i in range(6)])
     # float64: the batched matmuls may sum in another order, a few eps relative at most
     torch.testing.assert_close(got, ref, rtol=1e-13, atol=1e-14)
+
+
+# -- providers in 2 processes (reptile verify --jobs) -----------------------------------------------
+PROVIDER_MODULES = {
+    "slow": """
+        import time
+        from analysis.claims import Claim
+        def checks(mode, out_dir, progress):
+            time.sleep(1.5)   # keeps the parent busy, so the worker takes the next provider
+            (out_dir / "slow.csv").write_text("a\\n1\\n")
+            return [Claim("slow holds", 1.0, "1", True)]
+    """,
+    "killer": """
+        import multiprocessing, os
+        from analysis.claims import Claim
+        def checks(mode, out_dir, progress):
+            if multiprocessing.parent_process() is not None:   # in a worker: die without a word
+                os._exit(3)
+            return [Claim("killer ran in the parent", 1.0, "1", True)]
+    """,
+    "crash": """
+        def checks(mode, out_dir, progress):
+            raise RuntimeError("boom in provider")
+    """,
+    "threads": """
+        import torch
+        from analysis.claims import Claim
+        def checks(mode, out_dir, progress):
+            n = torch.get_num_threads()
+            torch.set_num_threads(2)           # must not leak into the next provider
+            return [Claim("threads at start", n, "1", n == 1)]
+    """,
+}
+
+
+@pytest.fixture()
+def fake_providers(tmp_path, monkeypatch):
+    import textwrap
+
+    from analysis import verify
+
+    pkg = tmp_path / "speedproviders"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name, src in PROVIDER_MODULES.items():
+        (pkg / f"{name}.py").write_text(textwrap.dedent(src))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(verify, "COST_HINT", {**verify.COST_HINT, "speedproviders.slow": 100.0,
+                                              "speedproviders.killer": 90.0})
+    return "speedproviders"
+
+
+def _fork_available() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+needs_fork = pytest.mark.skipif(not _fork_available(), reason="--jobs > 1 forks worker processes")
+
+
+@needs_fork
+def test_two_processes_give_the_same_claims_files_and_order(tmp_path):
+    from analysis import fewshot_checks, fixed_point_checks, verify
+
+    mods = [fixed_point_checks.checks, fewshot_checks.checks]
+    one = verify.run_verify("quick", tmp_path / "one", providers=mods, jobs=1)
+    two = verify.run_verify("quick", tmp_path / "two", providers=mods, jobs=2)
+    assert one.jobs == 1 and two.jobs == 2
+    assert [p.module for p in two.providers] == [p.module for p in one.providers]   # report order, not finish order
+    assert [(c.name, c.measured, c.prediction, c.holds, c.detail) for c in two.claims] == \
+        [(c.name, c.measured, c.prediction, c.holds, c.detail) for c in one.claims]
+    files = sorted(p.name for p in (tmp_path / "one").glob("*.csv"))
+    assert files == sorted(p.name for p in (tmp_path / "two").glob("*.csv")) and "claims.csv" in files
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert two.cpu_seconds > 0 and all(p.cpu_seconds > 0 for p in two.providers)
+    assert "(2 processes)" in (tmp_path / "two" / "report.md").read_text()
+
+
+@needs_fork
+def test_a_worker_that_dies_or_raises_becomes_a_failing_claim(tmp_path, fake_providers):
+    from analysis import verify
+
+    names = [f"{fake_providers}.{m}" for m in ("slow", "killer", "crash")]
+    res = verify.run_verify("quick", tmp_path, providers=names, jobs=2)
+    by = {p.module: p for p in res.providers}
+    assert [p.module for p in res.providers] == names
+    assert by[names[0]].claims[0].holds
+    killed = by[names[1]].claims[0]      # taken by the worker while the parent ran "slow"
+    assert not killed.holds and killed.name == f"{names[1]} ran" and "exited with code 3" in killed.detail
+    crashed = by[names[2]].claims[0]
+    assert not crashed.holds and "boom in provider" in crashed.detail
+    assert not res.ok and (tmp_path / "report.md").exists()
+
+
+def test_each_provider_starts_from_the_run_thread_count(tmp_path, fake_providers):
+    from analysis import verify
+
+    res = verify.run_verify("quick", tmp_path, providers=[f"{fake_providers}.threads"] * 2, jobs=1)
+    assert [c.measured for c in res.claims] == [1, 1] and res.ok
+    assert torch.get_num_threads() == 1
+
+
+def test_jobs_must_be_a_positive_whole_number(tmp_path):
+    from analysis import verify
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="jobs"):
+            verify.run_verify("quick", tmp_path, providers=["analysis.fixed_point_checks"], jobs=bad)
+
+
+def test_default_jobs_follows_cpus_and_load(monkeypatch):
+    import os
+
+    from analysis import verify
+    from reptile import threads
+
+    monkeypatch.setattr(verify, "_can_fork", lambda: True)
+    for cpus, load, want in [(1, 0.0, 1), (2, 0.0, 2), (2, 0.5, 2), (2, 1.2, 1), (8, 5.0, 2), (8, 7.0, 1)]:
+        monkeypatch.setattr(threads, "available_cpus", lambda c=cpus: c)
+        monkeypatch.setattr(os, "getloadavg", lambda v=load: (v, v, v))
+        assert verify.default_jobs() == want, (cpus, load)
+    monkeypatch.setattr(verify, "_can_fork", lambda: False)
+    assert verify.default_jobs() == 1
+
+
+def test_cli_jobs_flag(tmp_path, fake_providers, capsys, monkeypatch):
+    import argparse
+
+    from analysis import cli, verify
+
+    parser = argparse.ArgumentParser(prog="reptile")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["verify"]).jobs is None                  # None: verify.default_jobs()
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["verify", "--jobs", bad])
+    monkeypatch.setattr(verify, "OPTIONAL_PROVIDERS", verify.OPTIONAL_PROVIDERS + [f"{fake_providers}.threads"])
+    seen = []
+    real = verify.run_verify
+    monkeypatch.setattr(verify, "run_verify", lambda *a, **k: seen.append(k["jobs"]) or real(*a, **k))
+    args = parser.parse_args(["verify", "--quick", "--out", str(tmp_path), "--no-progress", "--jobs", "1",
+                              "--only", f"{fake_providers}.threads"])
+    assert cli.run(args) == 0 and seen == [1]
+    assert "in 2 processes" not in capsys.readouterr().out
