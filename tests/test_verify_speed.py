@@ -262,3 +262,20 @@ def test_cli_jobs_flag(tmp_path, fake_providers, capsys, monkeypatch):
                               "--only", f"{fake_providers}.threads"])
     assert cli.run(args) == 0 and seen == [1]
     assert "in 2 processes" not in capsys.readouterr().out
+
+
+@needs_fork
+def test_output_printed_before_the_run_is_not_repeated_by_a_worker(tmp_path):
+    # a forked child flushes its copy of the parent's buffers when it ends, unless they were flushed
+    # before the fork (multiprocessing does)
+    import subprocess
+    import sys
+
+    code = ("import sys; print('printed once', end=''); "
+            "from analysis import verify, fewshot_checks, fixed_point_checks; "
+            f"verify.run_verify('quick', {str(tmp_path)!r}, providers=[fixed_point_checks.checks, "
+            "fewshot_checks.checks], jobs=2)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("printed once") == 1
