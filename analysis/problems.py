@@ -69,6 +69,8 @@ from reptile.tasks.schedules import minibatch_indices
 from reptile.types import Batch, LossFn, Params
 from reptile.types import TaskSampler as Sampler  # the one task-sampler type (reptile.types)
 
+from .draws import ManyDraws
+
 
 class ProblemError(ValueError):
     """A ``--problem`` that cannot be used: the message names the problem and the fix."""
@@ -179,6 +181,8 @@ def least_squares_problem(seed: int = 0, dim: int = 10, n_points: int = 20, nois
             _, a, t = dist.sample_arrays(rng)
             idx = minibatch_indices(len(a), k, b, "replacement", rng)
             return torch.as_tensor(a[idx] * d_np, dtype=dist.dtype), torch.as_tensor(t[idx][..., None], dtype=dist.dtype)
+        # many draws at once, the same numbers (analysis.draws; used by analysis.expectations.sample_many)
+        sample_batches.many = ManyDraws(dist.sample_arrays, d_np, k, b, dist.dtype, sample_batches)  # type: ignore[attr-defined]
         return sample_batches
 
     return Problem(f"least squares d={dim} m={n_points}", model, make_loss(model, "mse"), phi, sampler, dist,

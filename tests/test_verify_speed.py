@@ -44,6 +44,54 @@ def test_sample_arrays_are_the_draws_of_sample():
     assert np.array_equal(task.targets.numpy()[:, 0], y)
 
 
+def _plain_draws(sampler, seed, start, stop):
+    part = [sampler(np.random.default_rng([seed, s])) for s in range(start, stop)]
+    return torch.stack([x for x, _ in part]), torch.stack([y for _, y in part])
+
+
+@pytest.mark.parametrize("dim,n_points", [(10, 20), (3, 7)])
+def test_many_draws_equal_the_plain_sampler_bit_for_bit(dim, n_points):
+    prob = least_squares_problem(0, dim=dim, n_points=n_points)
+    for k, b in [(1, 1), (2, 5), (3, 5), (4, 5), (2, n_points - 1), (2, n_points)]:
+        sampler = prob.sampler(k, b)
+        x, y = sampler.many(2031, 3, 603)
+        xr, yr = _plain_draws(sampler, 2031, 3, 603)
+        assert x.dtype == xr.dtype and torch.equal(x, xr) and torch.equal(y, yr), (k, b)
+        assert sampler.many.trusted == (b < n_points)      # b = m: drawn the plain way
+
+
+def test_many_draws_fall_back_to_the_plain_sampler(monkeypatch):
+    from analysis import draws
+
+    sampler = least_squares_problem(0).sampler(3, 5)
+    xr, yr = _plain_draws(sampler, 7, 0, 50)
+    # every draw "unsure" (as when Lemire's method might have rejected): each redrawn the plain way
+    real = draws.choice_integers
+    monkeypatch.setattr(draws, "choice_integers", lambda raw, bounds: (real(raw, bounds)[0], np.ones(len(raw), bool)))
+    x, y = sampler.many(7, 0, 50)
+    assert torch.equal(x, xr) and torch.equal(y, yr)
+    # numpy drawing differently from what analysis.draws assumes: the self-check falls back for good
+    monkeypatch.setattr(draws, "choice_integers", lambda raw, bounds: (real(raw, bounds)[0] // 2, real(raw, bounds)[1]))
+    sampler = least_squares_problem(0).sampler(3, 5)
+    x, y = sampler.many(7, 0, 50)
+    assert torch.equal(x, xr) and torch.equal(y, yr) and sampler.many.trusted is False
+
+
+def test_sample_many_uses_many_draws_and_gives_the_same_samples():
+    from analysis import expectations
+
+    prob = least_squares_problem(0)
+    sampler = prob.sampler(4, 5)
+
+    def plain(rng):
+        return sampler(rng)                                # no .many: one draw at a time
+
+    per = lambda x, y: {"v": torch.cat([x.reshape(-1), y.reshape(-1)])}   # noqa: E731
+    a = expectations.sample_many(per, sampler, 300, seed=11, chunk=128)["v"]
+    b = expectations.sample_many(per, plain, 300, seed=11, chunk=128)["v"]
+    assert torch.equal(a, b)
+
+
 def _first_above_loop(c, grid, threshold):
     """The per-alpha loop ``breakdown_claim_for`` ran before (the reference)."""
     err = np.array([float((a * a * c[2]).norm() / (c[0] + a * c[1] + a * a * c[2]).norm()) for a in grid])
