@@ -153,7 +153,7 @@ def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, prog
 
 #: typical CPU seconds of each default provider in default mode (2-core CPU, 2026-11-30): only the
 #: order in which parallel workers take providers (largest first); results do not depend on it
-COST_HINT = {"analysis.expectation_checks": 10.0, "analysis.alignment_seed_checks": 9.0,
+COST_HINT = {"analysis.alignment_seed_checks": 9.0, "analysis.expectation_checks": 8.0,
              "analysis.taylor_checks": 3.5, "analysis.manifold_checks": 3.5, "analysis.fewshot_checks": 1.0,
              "analysis.fixed_point_checks": 0.5}
 _UNKNOWN_COST = 5.0
