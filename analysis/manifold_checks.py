@@ -49,8 +49,8 @@ from reptile.tasks import LeastSquaresTask, LeastSquaresTaskDistribution
 
 from . import artifacts
 from .claims import Claim, check_mode
-from .manifolds import (batched_reptile_gradients, ls_distance_minimizer, ls_joint_minimizer, ls_reptile_fixed_point, reptile_vs_projection,
-                        solution_projection)
+from .manifolds import (batched_reptile_gradients, ls_distance_minimizer, ls_joint_minimizer, ls_reptile_fixed_point,
+                        reptile_vs_projection_many, solution_projection)
 from .progress import bar
 
 D, M, ALPHA = 10, 5, 0.05
@@ -134,15 +134,17 @@ def stable_alpha(task: LeastSquaresTask) -> float:
 def _reptile_claims(cfg: dict, out_dir: Path, progress: bool) -> list[Claim]:
     tasks, phis, loss_fn = _ls_setup(cfg["tasks"], seed=1)
     ks, rows = list(cfg["ks"]), []
-    with bar(progress, 2 * len(tasks), "manifolds: Reptile vs projection") as b:
+    projs = [solution_projection(t, phi).point for t, phi in zip(tasks, phis)]
+    alphas = [stable_alpha(t) for t in tasks]
+    with bar(progress, 2, "manifolds: Reptile vs projection") as b:
         for batch in (M, 1):
-            for i, (t, phi) in enumerate(zip(tasks, phis)):
-                proj = solution_projection(t, phi).point
-                batches = t.minibatches(max(ks), batch, np.random.default_rng([1, i]), "cycle")
-                for r in reptile_vs_projection(loss_fn, phi, batches, stable_alpha(t), ks, proj):
+            batches = [t.minibatches(max(ks), batch, np.random.default_rng([1, i]), "cycle") for i, t in enumerate(tasks)]
+            # all tasks' inner loops in one vmapped call (the numbers of a loop over tasks, to rounding)
+            for i, res in enumerate(reptile_vs_projection_many(loss_fn, phis, batches, alphas, ks, projs)):
+                for r in res:
                     rows.append(dict(batch=batch, task=i, k=r.k, cosine=r.cosine, relative_norm=r.relative_norm,
                                      relative_error=r.relative_error))
-                b.update(1)
+            b.update(1)
     df = pd.DataFrame(rows)
     artifacts.write_csv(out_dir / "manifolds_reptile_vs_projection.csv", df)
     claims = []

@@ -327,3 +327,32 @@ def test_output_printed_before_the_run_is_not_repeated_by_a_worker(tmp_path):
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("printed once") == 1
+
+
+def test_reptile_vs_projection_many_matches_task_by_task():
+    from analysis import manifold_checks
+    from analysis.manifolds import reptile_vs_projection, reptile_vs_projection_many, solution_projection
+
+    tasks, phis, loss_fn = manifold_checks._ls_setup(4, seed=3)
+    ks = [1, 3, 10, 60]
+    projs = [solution_projection(t, p).point for t, p in zip(tasks, phis)]
+    alphas = [manifold_checks.stable_alpha(t) for t in tasks]
+    for batch in (manifold_checks.M, 1):
+        batches = [t.minibatches(max(ks), batch, np.random.default_rng([1, i]), "cycle") for i, t in enumerate(tasks)]
+        got = reptile_vs_projection_many(loss_fn, phis, batches, alphas, ks, projs)
+        ref = [reptile_vs_projection(loss_fn, p, b, a, ks, q) for p, b, a, q in zip(phis, batches, alphas, projs)]
+        for g_task, r_task in zip(got, ref):
+            for g, r in zip(g_task, r_task):
+                # float64, the same operations batched: only the rounding of a few sums can differ (measured
+                # <= 5e-16 on these O(1) ratios); a wrong step size or minibatch would differ by >= 1e-3
+                assert g.k == r.k
+                assert abs(g.cosine - r.cosine) <= 1e-13 and abs(g.relative_norm - r.relative_norm) <= 1e-13
+                assert abs(g.relative_error - r.relative_error) <= 1e-13
+    # minibatches of different shapes: task by task, the same numbers exactly
+    batches = [tasks[0].minibatches(20, 5, np.random.default_rng(0), "cycle"),
+               tasks[1].minibatches(20, 1, np.random.default_rng(1), "cycle")]
+    got = reptile_vs_projection_many(loss_fn, phis[:2], batches, alphas[:2], [1, 20], projs[:2])
+    ref = [reptile_vs_projection(loss_fn, p, b, a, [1, 20], q) for p, b, a, q in zip(phis, batches, alphas, projs)]
+    assert got == ref
+    with pytest.raises(ValueError):
+        reptile_vs_projection_many(loss_fn, phis[:2], batches, alphas[:1], [1, 20], projs[:2])
