@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.func import vmap
 
 from reptile import tree
+from reptile.algorithms import meta_gradient
 from reptile.losses import make_loss
 from reptile.models import LinearModel
 
 from . import artifacts
 from .claims import Claim, check_mode
-from .manifolds import batched_reptile_gradients
 
 ALPHA = 0.5
 N_TASKS = 8
@@ -89,7 +90,9 @@ def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     x = torch.as_tensor(a)[:, None, None, :].expand(N_TASKS, ENGINE_K, 1, 2)
     t = torch.as_tensor(y)[:, None, None, None].expand(N_TASKS, ENGINE_K, 1, 1)
     phi = {"linear.weight": torch.tensor([[2.0, -3.0]], dtype=torch.float64)}
-    per_task = batched_reptile_gradients(loss_fn, ALPHA)
+    # every task's meta_gradient in one vmapped call (the trainer's batching="vmap"; the same numbers
+    # as a loop over the tasks: tests/test_verify_speed.py)
+    per_task = vmap(lambda p, xb, yb: meta_gradient("reptile", loss_fn, p, (xb, yb), ALPHA), in_dims=(None, 0, 0))
     for _ in range(cfg["iters"]):
         phi = tree.add(phi, {n: v.mean(0) for n, v in per_task(phi, x, t).items()}, -ALPHA)
     end = phi["linear.weight"][0].numpy()
