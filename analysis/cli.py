@@ -25,8 +25,8 @@ DESCRIPTION = """\
 Check the Reptile paper's Taylor-series analysis (section 5.1) on embedded problems: the sine-wave
 MLP 1-64-64-1 tanh and a least-squares family, in float64. Prints each claim with the measured
 figure, the prediction and whether it holds; writes a report folder (markdown, CSV, PNG); exits
-with status 1 naming the claims that fail. Default mode takes under a minute on 2 CPU cores,
---quick under 30 seconds.
+with status 1 naming the claims that fail. Default mode takes ~25 s of CPU (--jobs 2 shares it
+between two processes on an idle machine), --quick ~13 s.
 
 --problem package.module:factory runs every claim that applies on your own model instead
 (repeatable; see analysis.problems for the Problem protocol): HVPs, residual slopes, the
