@@ -195,10 +195,10 @@ def _can_fork() -> bool:
 def _run_all(mods: list, mode: str, out: Path, progress: bool, jobs: int, threads: int
              ) -> tuple[list[ProviderResult], float, int]:
     """Every provider's :class:`ProviderResult` in the order of ``mods``, the CPU seconds of the
-    worker processes and the number of processes used. ``jobs - 1`` forked workers and this process take providers from one shared
-    counter, largest :data:`COST_HINT` first; each worker sends its results back (pickled claims).
-    Serial when ``jobs`` is 1, there is one provider, processes cannot be forked, or CUDA is
-    initialized (a forked child cannot use it)."""
+    worker processes and the number of processes used. ``jobs - 1`` forked workers and this
+    process take providers from one shared counter, largest :data:`COST_HINT` first; each worker
+    sends its results back (pickled claims). Serial when ``jobs`` is 1, there is one provider,
+    processes cannot be forked, or CUDA is initialized (a forked child cannot use it)."""
     if jobs <= 1 or len(mods) < 2 or not _can_fork() or torch.cuda.is_initialized():
         return [_run_provider(m, mode, out, progress, threads) for m in mods], 0.0, 1
     import multiprocessing
@@ -238,13 +238,14 @@ def _run_all(mods: list, mode: str, out: Path, progress: bool, jobs: int, thread
     try:
         while (i := take()) is not None:
             done[i] = _run_provider(mods[i], mode, out, progress, threads)
-        exits, worker_cpu = 0, 0.0
+        exits, worker_cpu, gone = 0, 0.0, False
         while exits < len(procs):
             try:
-                msg = results.get(timeout=0.5)
+                msg = results.get(timeout=0.1 if gone else 0.5)
             except queue.Empty:
-                if not any(p.is_alive() for p in procs):   # a worker died without a word (killed, crashed)
+                if gone:        # every worker has ended and the queue is drained
                     break
+                gone = not any(p.is_alive() for p in procs)   # a worker died without a word (killed, crashed)
                 continue
             if msg[0] == "done":
                 done[msg[1]] = msg[2]
