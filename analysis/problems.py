@@ -175,7 +175,7 @@ def least_squares_problem(seed: int = 0, dim: int = 10, n_points: int = 20, nois
 
     def sampler(k: int, b: int) -> Sampler:
         # = dist.sample(rng).minibatches(k, b, rng, "replacement") with x * d (the same draws from rng,
-        # bit for bit: tests/test_verify_speed.py), indexed in numpy: ~3x faster per draw, and the
+        # bit for bit: tests/test_verify_speed.py), indexed in numpy: ~1.5x faster per draw, and the
         # coefficient claims draw ~80,000 tasks
         def sample_batches(rng: np.random.Generator) -> Batch:
             _, a, t = dist.sample_arrays(rng)
