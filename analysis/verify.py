@@ -160,9 +160,9 @@ _UNKNOWN_COST = 5.0
 
 
 #: a second process is used only while the 1-minute load average leaves this much of a CPU idle
-#: besides the one this run takes: on the 2-core machine, with another job busy on one core, 2
-#: processes took 42.5 s wall against 34.0 s for 1 (both now share the one free core, and each ran
-#: ~25% slower per unit of work), so there the serial run is the faster one
+#: besides the one this run takes. On the 2-core machine: idle, 2 processes took 16.4 s wall for
+#: the default run against 27.0 s for 1; with another job busy on one core, 42.5 s against 34.0 s
+#: (both processes share the one free core, and each ran ~25% slower per unit of work)
 IDLE_CPUS_FOR_A_WORKER = 1.5
 
 
