@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import artifacts
 from .alignment_checks import ALGORITHMS, run_alignment_experiment, summarize
@@ -47,7 +46,6 @@ def _spread(values: np.ndarray) -> str:
 def checks(mode: str, out_dir: Path, progress: bool) -> list[Claim]:
     """``reptile verify`` provider (module docstring)."""
     cfg = CONFIG[check_mode(mode)]
-    torch.set_num_threads(1)
     its = cfg["iterations"]
     rows = []
     with bar(progress, cfg["seeds"], "alignment: seeds") as pb:

@@ -313,19 +313,29 @@ def sample_many(per_sample: Callable[[torch.Tensor, torch.Tensor], dict[str, tor
     ``per_sample(x, y)`` (a dict of flat ``[P]`` tensors) into ``[n, P]`` tensors.
 
     Samples are processed ``chunk`` at a time under ``torch.func.vmap``; a model that ``vmap``
-    cannot transform (or ``chunk=1``) is run in a plain loop (same numbers, slower).
+    cannot transform (or ``chunk=1``) is run in a plain loop (same numbers, slower). A sampler with
+    a ``many(seed, start, stop)`` attribute returning those draws stacked (the embedded
+    least-squares problem: :class:`analysis.draws.ManyDraws`) is asked for a chunk at once.
     """
     if not isinstance(n, (int, np.integer)) or n < 4:
         raise ValueError(f"n must be an integer >= 4, got {n!r}")
     out: dict[str, list[torch.Tensor]] = {}
     use_vmap = chunk > 1
     batched = vmap(per_sample)
+    many = getattr(sample_batches, "many", None)
     for start in range(0, n, max(chunk, 1)):
-        part = [sample_batches(np.random.default_rng([seed, s])) for s in range(start, min(n, start + max(chunk, 1)))]
+        stop = min(n, start + max(chunk, 1))
+        if many is not None:
+            xs, ys = many(seed, start, stop)
+            part = list(zip(xs, ys))
+        else:
+            part = [sample_batches(np.random.default_rng([seed, s])) for s in range(start, stop)]
+            xs = ys = None
         res = None
-        if use_vmap and len({(tuple(x.shape), tuple(y.shape)) for x, y in part}) == 1:
+        if use_vmap and (xs is not None or len({(tuple(x.shape), tuple(y.shape)) for x, y in part}) == 1):
             try:
-                res = batched(torch.stack([x for x, _ in part]), torch.stack([y for _, y in part]))
+                res = batched(torch.stack([x for x, _ in part]) if xs is None else xs,
+                              torch.stack([y for _, y in part]) if ys is None else ys)
             except (RuntimeError, NotImplementedError, ValueError):  # an op without a batching rule
                 use_vmap = False
         if res is None:

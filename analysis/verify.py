@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import pickle
 import platform
 import time
 import traceback
@@ -115,6 +116,8 @@ class VerifyResult:
     providers: list[ProviderResult] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    #: processes the providers ran in (``cpu_seconds`` is their sum)
+    jobs: int = 1
 
     @property
     def claims(self) -> list[Claim]:
@@ -129,7 +132,10 @@ class VerifyResult:
         return not self.failed
 
 
-def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, progress: bool) -> ProviderResult:
+def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, progress: bool,
+                  threads: int | None = None) -> ProviderResult:
+    if threads is not None:   # every provider starts from the run's thread count, whatever ran before it
+        torch.set_num_threads(threads)
     start, cpu = time.perf_counter(), time.process_time()
     module = provider if isinstance(provider, str) else provider_name(provider)
     try:
@@ -145,9 +151,123 @@ def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, prog
         return ProviderResult(module, [claim], time.perf_counter() - start, tb, time.process_time() - cpu)
 
 
+#: typical CPU seconds of each default provider in default mode (2-core CPU, 2026-11-30): only the
+#: order in which parallel workers take providers (largest first); results do not depend on it
+COST_HINT = {"analysis.alignment_seed_checks": 9.0, "analysis.expectation_checks": 8.0,
+             "analysis.taylor_checks": 3.5, "analysis.manifold_checks": 3.5, "analysis.fewshot_checks": 1.0,
+             "analysis.fixed_point_checks": 0.5}
+_UNKNOWN_COST = 5.0
+
+
+#: a second process is used only while the 1-minute load average leaves this much of a CPU idle
+#: besides the one this run takes. On the 2-core machine: idle, 2 processes took 16.4 s wall for
+#: the default run against 27.0 s for 1; with another job busy on one core, 42.5 s against 34.0 s
+#: (both processes share the one free core, and each ran ~25% slower per unit of work)
+IDLE_CPUS_FOR_A_WORKER = 1.5
+
+
+def default_jobs() -> int:
+    """Processes ``reptile verify`` uses unless told (``--jobs``): 2 where at least 2 CPUs are
+    available, processes can be forked (Linux, macOS) and the machine is idle enough
+    (1-minute load average <= CPUs - :data:`IDLE_CPUS_FOR_A_WORKER`); else 1. Processes, not
+    intra-op threads (:mod:`reptile.threads`): each runs whole providers, so the numbers do not
+    depend on the choice, only the time does."""
+    import os
+
+    from reptile.threads import available_cpus
+
+    cpus = available_cpus()
+    if cpus < 2 or not _can_fork():
+        return 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 1
+    return 2 if load <= cpus - IDLE_CPUS_FOR_A_WORKER else 1
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _run_all(mods: list, mode: str, out: Path, progress: bool, jobs: int, threads: int
+             ) -> tuple[list[ProviderResult], float, int]:
+    """Every provider's :class:`ProviderResult` in the order of ``mods``, the CPU seconds of the
+    worker processes and the number of processes used. ``jobs - 1`` forked workers and this
+    process take providers from one shared counter, largest :data:`COST_HINT` first; each worker
+    sends its results back (pickled claims). Serial when ``jobs`` is 1, there is one provider,
+    processes cannot be forked, or CUDA is initialized (a forked child cannot use it)."""
+    if jobs <= 1 or len(mods) < 2 or not _can_fork() or torch.cuda.is_initialized():
+        return [_run_provider(m, mode, out, progress, threads) for m in mods], 0.0, 1
+    import multiprocessing
+    import queue
+
+    importlib.import_module("torch._dynamo")  # the first torch.func call imports it (~1 s): once, before forking
+
+    ctx = multiprocessing.get_context("fork")
+    names = [m if isinstance(m, str) else provider_name(m) for m in mods]
+    order = sorted(range(len(mods)), key=lambda i: -COST_HINT.get(names[i], _UNKNOWN_COST))
+    counter, results = ctx.Value("i", 0), ctx.Queue()
+
+    def take() -> int | None:
+        with counter.get_lock():
+            n = counter.value
+            counter.value = n + 1
+        return order[n] if n < len(order) else None
+
+    def worker() -> None:   # runs in a forked child; progress bars stay with this process
+        cpu = time.process_time()
+        while (i := take()) is not None:
+            res = _run_provider(mods[i], mode, out, False, threads)
+            try:
+                pickle.dumps(res)
+            except Exception as e:  # claims that cannot travel back are a failed claim, like a crash
+                detail = f"its claims could not be sent back from the worker process: {type(e).__name__}: {e}"
+                res = ProviderResult(res.module, [Claim(f"{res.module} ran", f"crashed: {detail}", "runs to completion",
+                                                        False, detail)], res.seconds, detail, res.cpu_seconds)
+            results.put(("done", i, res))
+        results.put(("exit", time.process_time() - cpu))
+
+    # not daemonic: a provider may start processes of its own; the finally below ends the workers
+    procs = [ctx.Process(target=worker, name=f"reptile-verify-{j + 1}") for j in range(min(jobs, len(mods)) - 1)]
+    for p in procs:
+        p.start()
+    done: dict[int, ProviderResult] = {}
+    try:
+        while (i := take()) is not None:
+            done[i] = _run_provider(mods[i], mode, out, progress, threads)
+        exits, worker_cpu, gone = 0, 0.0, False
+        while exits < len(procs):
+            try:
+                msg = results.get(timeout=0.1 if gone else 0.5)
+            except queue.Empty:
+                if gone:        # every worker has ended and the queue is drained
+                    break
+                gone = not any(p.is_alive() for p in procs)   # a worker died without a word (killed, crashed)
+                continue
+            if msg[0] == "done":
+                done[msg[1]] = msg[2]
+            else:
+                exits, worker_cpu = exits + 1, worker_cpu + msg[1]
+    finally:
+        for p in procs:
+            if p.is_alive() and len(done) < len(mods):   # interrupted: do not leave workers behind
+                p.terminate()
+            p.join()
+    for i in range(len(mods)):
+        if i not in done:   # taken by a worker that died while running it
+            code = next((p.exitcode for p in procs if p.exitcode), None)
+            detail = f"the worker process running it exited with code {code} (killed, out of memory, or crashed)"
+            done[i] = ProviderResult(names[i], [Claim(f"{names[i]} ran", f"crashed: {detail}", "runs to completion",
+                                                      False, detail)], float("nan"), detail)
+    return [done[i] for i in range(len(mods))], worker_cpu, len(procs) + 1
+
+
 def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progress: bool = False,
                providers: Sequence[Union[str, Provider]] | None = None,
-               problems: Sequence[Problem] = ()) -> VerifyResult:
+               problems: Sequence[Problem] = (), jobs: int = 1) -> VerifyResult:
     """Run the providers in ``mode`` (``"quick"``, ``"default"``, ``"full"``) and write the report.
 
     Args:
@@ -158,14 +278,22 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
             :data:`PROVIDERS`; with ``problems`` and no ``providers``, only the problems run.
         problems: user problems (:class:`analysis.problems.Problem`), each run by
             :func:`analysis.problem_checks.problem_checks` after the providers.
+        jobs: processes sharing the providers (``reptile verify`` default: :func:`default_jobs`).
+            With more than 1, this process forks ``jobs - 1`` workers before any provider runs and
+            all take providers, largest first (:data:`COST_HINT`); the claims, files and report
+            order are the same as with 1 (every provider seeds its own draws and starts from the
+            same thread count; tests/test_verify_speed.py compares the two). Serial where processes
+            cannot be forked or CUDA is initialized.
     Returns:
         A :class:`VerifyResult`; nothing is printed.
     Raises:
-        ValueError: unknown mode, an empty provider list, or an ``out_dir`` that cannot be created
+        ValueError: unknown mode, an empty provider list, ``jobs`` < 1, or an ``out_dir`` that cannot be created
             (a file in the way, no write permission). A provider module that does not exist
             becomes a failing claim, like one that crashes.
     """
     check_mode(mode)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     mods = list(PROVIDERS if providers is None and not problems else resolve_providers(providers or []))
     mods += [problem_provider(p) for p in problems]
     if not mods:
@@ -175,9 +303,12 @@ def run_verify(mode: str = "default", out_dir: str | Path = DEFAULT_OUT, progres
     artifacts.prepare_outputs(out, ("report.md", "claims.csv"))  # fail before the checks; no stale report
     result = VerifyResult(mode, out)
     start, cpu = time.perf_counter(), time.process_time()
-    for module in mods:
-        result.providers.append(_run_provider(module, mode, out, progress))
-    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    threads = torch.get_num_threads()
+    try:
+        result.providers, worker_cpu, result.jobs = _run_all(mods, mode, out, progress, jobs, threads)
+    finally:   # a provider that changed the thread count does not change the caller's
+        torch.set_num_threads(threads)
+    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu + worker_cpu
     write_report(result)
     return result
 
@@ -222,7 +353,8 @@ def write_report(result: VerifyResult) -> None:
         "",
         f"Mode `{result.mode}`, {len(result.claims)} claims ({sum(bool(c.skipped) for c in result.claims)} skipped), "
         + (f"**{n_fail} failed**." if n_fail else "all hold.")
-        + f" Total {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, on {platform.machine()} "
+        + f" Total {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU"
+        + (f" ({result.jobs} processes)" if result.jobs > 1 else "") + f", on {platform.machine()} "
         f"(torch {torch.__version__}, {_plural(torch.get_num_threads(), 'thread')}; wall time grows with other load "
         f"on the machine, CPU time much less).",
         "",

@@ -84,9 +84,16 @@ class LeastSquaresTaskDistribution:
         if self.noise < 0 or self.std < 0:
             raise ValueError(f"noise and std must be >= 0, got noise={self.noise}, std={self.std}")
 
-    def sample(self, rng: np.random.Generator) -> LeastSquaresTask:
+    def sample_arrays(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The draws of :meth:`sample` as float64 numpy arrays ``(w[d], inputs[m, d], targets[m])``,
+        taking the same numbers from ``rng`` (callers that index minibatches in numpy before
+        making tensors, e.g. the ``reptile verify`` samplers, skip the small-tensor overhead)."""
         w = self.mean + self.std * rng.standard_normal(self.dim)
         a = rng.standard_normal((self.n_points, self.dim))
         y = a @ w + self.noise * rng.standard_normal(self.n_points)
+        return w, a, y
+
+    def sample(self, rng: np.random.Generator) -> LeastSquaresTask:
+        w, a, y = self.sample_arrays(rng)
         like = dict(dtype=self.dtype, device=self.device)
         return LeastSquaresTask(torch.as_tensor(a, **like), torch.as_tensor(y[:, None], **like), torch.as_tensor(w, **like))
