@@ -909,7 +909,7 @@ def reptile_vs_projection_many(loss_fn: LossFn, phis: Sequence[Params], batches:
     y = torch.stack([b[1][:kmax].to(torch.float64) for b in batches])
 
     def ends(p: Params, xb: Tensor, yb: Tensor, alpha: Tensor) -> Tensor:
-        traj = adapt(loss_fn, p, (xb, yb), SGD(alpha), keep=True)  # type: ignore[arg-type]
+        traj = adapt(loss_fn, p, (xb, yb), SGD(alpha), keep=True)
         return torch.stack([tree.flatten(traj.params[k]) for k in ks])
 
     out = vmap(ends)(p64, x, y, steps)

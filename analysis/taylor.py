@@ -34,7 +34,7 @@ FOMAML and Reptile with k = 2, and the second-order one for MAML with k = 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd

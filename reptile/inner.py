@@ -22,9 +22,13 @@ State = dict[str, Any]
 
 @dataclass(frozen=True)
 class SGD:
-    """Plain gradient descent ``phi_{i+1} = phi_i - lr * g_i`` (the paper's analysis setting)."""
+    """Plain gradient descent ``phi_{i+1} = phi_i - lr * g_i`` (the paper's analysis setting).
 
-    lr: float
+    ``lr`` is a number; inside ``vmap`` it may also be a 0-d tensor batched over the mapped
+    dimension (one step size per task, as ``analysis.manifolds.reptile_vs_projection_many`` uses).
+    """
+
+    lr: float | Tensor
 
     def init(self, params: Params) -> State:
         return {}
