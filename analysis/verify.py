@@ -146,9 +146,15 @@ def _run_provider(provider: Union[str, Provider], mode: str, out_dir: Path, prog
             raise TypeError(f"{module}.checks returned non-Claim items: {bad[:3]}")
         return ProviderResult(module, claims, time.perf_counter() - start, None, time.process_time() - cpu)
     except Exception as e:  # a crashed provider is a failed claim, reported with its traceback
-        tb = traceback.format_exc()
-        claim = Claim(f"{module} ran", f"crashed: {type(e).__name__}: {e}", "runs to completion", False, tb)
-        return ProviderResult(module, [claim], time.perf_counter() - start, tb, time.process_time() - cpu)
+        return _crashed(module, f"{type(e).__name__}: {e}", traceback.format_exc(), time.perf_counter() - start,
+                        time.process_time() - cpu)
+
+
+def _crashed(module: str, what: str, detail: str, seconds: float, cpu_seconds: float = float("nan")) -> ProviderResult:
+    """A provider that did not run to completion, as one failed claim ``"<module> ran"``: ``what`` in
+    its measured column (``"crashed: <what>"``), ``detail`` (a traceback or an explanation) as its detail."""
+    claim = Claim(f"{module} ran", f"crashed: {what}", "runs to completion", False, detail)
+    return ProviderResult(module, [claim], seconds, detail, cpu_seconds)
 
 
 #: typical CPU seconds of each default provider in default mode (2-core CPU, 2026-11-30): only the
@@ -225,8 +231,7 @@ def _run_all(mods: list, mode: str, out: Path, progress: bool, jobs: int, thread
                 pickle.dumps(res)
             except Exception as e:  # claims that cannot travel back are a failed claim, like a crash
                 detail = f"its claims could not be sent back from the worker process: {type(e).__name__}: {e}"
-                res = ProviderResult(res.module, [Claim(f"{res.module} ran", f"crashed: {detail}", "runs to completion",
-                                                        False, detail)], res.seconds, detail, res.cpu_seconds)
+                res = _crashed(res.module, detail, detail, res.seconds, res.cpu_seconds)
             results.put(("done", i, res))
         results.put(("exit", time.process_time() - cpu))
 
@@ -260,8 +265,7 @@ def _run_all(mods: list, mode: str, out: Path, progress: bool, jobs: int, thread
         if i not in done:   # taken by a worker that died while running it
             code = next((p.exitcode for p in procs if p.exitcode), None)
             detail = f"the worker process running it exited with code {code} (killed, out of memory, or crashed)"
-            done[i] = ProviderResult(names[i], [Claim(f"{names[i]} ran", f"crashed: {detail}", "runs to completion",
-                                                      False, detail)], float("nan"), detail)
+            done[i] = _crashed(names[i], detail, detail, float("nan"))
     return [done[i] for i in range(len(mods))], worker_cpu, len(procs) + 1
 
 
