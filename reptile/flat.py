@@ -73,7 +73,7 @@ class FlatLayout:
 
     def unflatten_copy(self, flat: Tensor) -> Params:
         """:meth:`unflatten` as separate row-major tensors (nothing shares ``flat``'s memory)."""
-        return {n: v.contiguous() if not v.is_contiguous() else v.clone() for n, v in self.unflatten(flat).items()}
+        return {n: v.clone(memory_format=torch.contiguous_format) for n, v in self.unflatten(flat).items()}
 
     def flatten_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """An optimizer state with every per-parameter dict (Adam's ``m``, ``v``) as ``{FLAT: buffer}``;
