@@ -203,6 +203,15 @@ def provenance(seeds: Sequence[int], argv: Sequence[str] | None = None) -> dict[
     return {"command": shlex.join(args), "commit": COMMIT_AT_START, "seeds": " ".join(str(s) for s in seeds)}
 
 
+def add_provenance(df: pd.DataFrame, seeds: Sequence[int], mode: str) -> pd.DataFrame:
+    """``df`` with the columns every committed figure CSV carries: :func:`provenance`'s command,
+    commit and seeds, and the figure's ``mode``."""
+    for key, value in provenance(seeds).items():
+        df[key] = value
+    df["mode"] = mode
+    return df
+
+
 def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:
     """Mean, sample std (ddof = 1) and count of ``value`` over seeds, per group of ``by``."""
     g = df.groupby(by, sort=False)[value]

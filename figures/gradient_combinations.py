@@ -36,8 +36,8 @@ import pandas as pd
 
 from figures import style
 from figures.common import note
-from figures.fewshot_common import (Evaluator, Scale, build_model, figure_cli, learning_curve, load_splits, make_sampler,
-                                    output_folder, provenance)
+from figures.fewshot_common import (Evaluator, Scale, add_provenance, build_model, figure_cli, learning_curve,
+                                    load_splits, make_sampler, output_folder)
 from reptile.inner import SGD
 from reptile.train import TrainConfig
 
@@ -161,10 +161,7 @@ def plot(df: pd.DataFrame, mode: str, out: str | Path | None) -> list[Path]:
 
 def main(fast: bool = False, out: str | Path | None = None, mode: str | None = None) -> list[Path]:
     mode = "fast" if fast else (mode or DEFAULT_MODE)
-    df = run(mode)
-    for k, v in provenance(SETTINGS[mode]["scale"].seeds).items():
-        df[k] = v
-    df["mode"] = mode
+    df = add_provenance(run(mode), SETTINGS[mode]["scale"].seeds, mode)
     return plot(df, mode, output_folder(fast, out))
 
 

@@ -36,8 +36,8 @@ import pandas as pd
 
 from figures import style
 from figures.common import note
-from figures.fewshot_common import (Evaluator, Scale, build_model, ci95, figure_cli, load_splits, output_folder,
-                                    provenance)
+from figures.fewshot_common import (Evaluator, Scale, add_provenance, build_model, ci95, figure_cli, load_splits,
+                                    output_folder)
 from reptile.data.episodes import sample_episode
 from reptile.inner import Adam
 from reptile.tasks.schedules import gather, minibatch_indices
@@ -214,10 +214,7 @@ def plot(df: pd.DataFrame, mode: str, out: str | Path | None) -> list[Path]:
 
 def main(fast: bool = False, out: str | Path | None = None, mode: str | None = None) -> list[Path]:
     mode = "fast" if fast else (mode or DEFAULT_MODE)
-    df = run(mode)
-    for key, v in provenance(SETTINGS[mode]["scale"].seeds).items():
-        df[key] = v
-    df["mode"] = mode
+    df = add_provenance(run(mode), SETTINGS[mode]["scale"].seeds, mode)
     return plot(df, mode, output_folder(fast, out))
 
 
