@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 
 import pandas as pd
 import pytest
 
 from analysis import artifacts, cli, expectation_checks, taylor_checks, verify
 from analysis.claims import Claim
+from provider_package import provider_package
 
 
 @pytest.fixture()
@@ -17,27 +17,23 @@ def providers(tmp_path, monkeypatch):
     (registered for ``--only`` as a package's entry points would be)."""
     monkeypatch.setattr(verify, "OPTIONAL_PROVIDERS",
                         verify.OPTIONAL_PROVIDERS + [f"fakeproviders.{m}" for m in ("good", "bad", "crash")])
-    pkg = tmp_path / "fakeproviders"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "good.py").write_text(textwrap.dedent("""
-        from analysis.claims import Claim
-        def checks(mode, out_dir, progress):
-            (out_dir / "good.csv").write_text("a,b\\n1,2\\n")
-            return [Claim("slope is two", 2.01, "2", True, f"mode {mode}"),
-                    Claim("text measure", "k=2: 1.0", "1", True)]
-    """))
-    (pkg / "bad.py").write_text(textwrap.dedent("""
-        from analysis.claims import Claim
-        def checks(mode, out_dir, progress):
-            return [Claim("coefficient matches", 1.7, "2 within 3 s.e.", False, "z = 4.1")]
-    """))
-    (pkg / "crash.py").write_text(textwrap.dedent("""
-        def checks(mode, out_dir, progress):
-            raise RuntimeError("boom in provider")
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "fakeproviders"
+    return provider_package(tmp_path, monkeypatch, "fakeproviders", {
+        "good": """
+            from analysis.claims import Claim
+            def checks(mode, out_dir, progress):
+                (out_dir / "good.csv").write_text("a,b\\n1,2\\n")
+                return [Claim("slope is two", 2.01, "2", True, f"mode {mode}"),
+                        Claim("text measure", "k=2: 1.0", "1", True)]
+        """,
+        "bad": """
+            from analysis.claims import Claim
+            def checks(mode, out_dir, progress):
+                return [Claim("coefficient matches", 1.7, "2 within 3 s.e.", False, "z = 4.1")]
+        """,
+        "crash": """
+            def checks(mode, out_dir, progress):
+                raise RuntimeError("boom in provider")
+        """})
 
 
 def test_run_verify_writes_report(tmp_path, providers):

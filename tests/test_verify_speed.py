@@ -14,6 +14,7 @@ import torch
 from analysis import taylor_checks
 from analysis.manifolds import batched_reptile_gradients
 from analysis.problems import least_squares_problem
+from provider_package import provider_package
 from reptile import tree
 from reptile.algorithms import meta_gradient
 from reptile.losses import make_loss
@@ -201,16 +202,9 @@ PROVIDER_MODULES = {
 
 @pytest.fixture()
 def fake_providers(tmp_path, monkeypatch):
-    import textwrap
-
     from analysis import verify
 
-    pkg = tmp_path / "speedproviders"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    for name, src in PROVIDER_MODULES.items():
-        (pkg / f"{name}.py").write_text(textwrap.dedent(src))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    provider_package(tmp_path, monkeypatch, "speedproviders", PROVIDER_MODULES)
     monkeypatch.setattr(verify, "COST_HINT", {**verify.COST_HINT, "speedproviders.slow": 100.0,
                                               "speedproviders.killer": 90.0})
     return "speedproviders"

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import errno
-import textwrap
 import zipfile
 
 import pytest
 
 from analysis import verify
+from provider_package import provider_package
 from reptile import train as train_module
 from reptile.cli import main
 from reptile.data.glyphs import build_glyphs
@@ -28,22 +28,18 @@ def test_a_checkpoints_entry_that_is_a_file_is_refused_before_training(tmp_path,
 @pytest.fixture
 def provider(tmp_path, monkeypatch):
     """A throwaway provider module that records that it ran, and one that is interrupted."""
-    pkg = tmp_path / "h18providers"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "records.py").write_text(textwrap.dedent("""
-        from analysis.claims import Claim
-        def checks(mode, out_dir, progress):
-            (out_dir / "ran.csv").write_text("a\\n1\\n")
-            return [Claim("ran", 1.0, "1", True)]
-    """))
-    (pkg / "interrupted.py").write_text(textwrap.dedent("""
-        def checks(mode, out_dir, progress):
-            (out_dir / "new.csv").write_text("a\\n2\\n")
-            raise KeyboardInterrupt
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "h18providers"
+    return provider_package(tmp_path, monkeypatch, "h18providers", {
+        "records": """
+            from analysis.claims import Claim
+            def checks(mode, out_dir, progress):
+                (out_dir / "ran.csv").write_text("a\\n1\\n")
+                return [Claim("ran", 1.0, "1", True)]
+        """,
+        "interrupted": """
+            def checks(mode, out_dir, progress):
+                (out_dir / "new.csv").write_text("a\\n2\\n")
+                raise KeyboardInterrupt
+        """})
 
 
 def test_verify_with_an_unusable_report_file_fails_before_its_checks(tmp_path, provider):
